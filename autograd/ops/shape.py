@@ -1,0 +1,186 @@
+"""Shape ops: they move elements around, so the backward moves the gradient back."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..tensor import Function, Tensor
+from .util import unbroadcast
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(a, shape):
+        return a.reshape(shape), a.shape
+
+    @staticmethod
+    def backward(g, in_shape):
+        return g.reshape(in_shape)
+
+
+class Transpose(Function):
+    @staticmethod
+    def forward(a, axes=None):
+        axes = tuple(reversed(range(a.ndim))) if axes is None else tuple(ax % a.ndim for ax in axes)
+        return a.transpose(axes), axes
+
+    @staticmethod
+    def backward(g, axes):
+        # the inverse permutation puts every axis back where it came from
+        return g.transpose(tuple(np.argsort(axes)))
+
+
+class BroadcastTo(Function):
+    @staticmethod
+    def forward(a, shape):
+        xp = get_array_module(a)
+        return xp.broadcast_to(a, shape), a.shape
+
+    @staticmethod
+    def backward(g, in_shape):
+        return unbroadcast(g, in_shape)
+
+
+class Concatenate(Function):
+    @staticmethod
+    def forward(*arrays, axis=0):
+        xp = get_array_module(*arrays)
+        out = xp.concatenate(arrays, axis=axis)
+        bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1]
+        return out, (axis, bounds)
+
+    @staticmethod
+    def backward(g, cache):
+        # each input gets back its own slab of the gradient
+        axis, bounds = cache
+        xp = get_array_module(g)
+        return tuple(xp.split(g, bounds, axis=axis))
+
+
+class Stack(Function):
+    @staticmethod
+    def forward(*arrays, axis=0):
+        xp = get_array_module(*arrays)
+        return xp.stack(arrays, axis=axis), (axis, len(arrays))
+
+    @staticmethod
+    def backward(g, cache):
+        axis, n = cache
+        xp = get_array_module(g)
+        return tuple(xp.squeeze(part, axis=axis) for part in xp.split(g, n, axis=axis))
+
+
+class GetItem(Function):
+    @staticmethod
+    def forward(a, index):
+        return a[index], (a.shape, a.dtype, index)
+
+    @staticmethod
+    def backward(g, cache):
+        # scatter-add: an element picked twice by an integer-array index gets both gradients
+        shape, dtype, index = cache
+        xp = get_array_module(g)
+        out = xp.zeros(shape, dtype=g.dtype)
+        if _is_basic_index(index):
+            out[index] = g
+        elif xp is np:
+            np.add.at(out, index, g)
+        else:
+            import cupyx
+
+            cupyx.scatter_add(out, index, g)
+        return out
+
+
+def _is_basic_index(index) -> bool:
+    """True when ``index`` uses only ints, slices, None and Ellipsis (so no element repeats)."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in items)
+
+
+class Pad(Function):
+    @staticmethod
+    def forward(a, pad_width, value=0.0):
+        xp = get_array_module(a)
+        out = xp.pad(a, pad_width, mode="constant", constant_values=value)
+        return out, (a.shape, pad_width)
+
+    @staticmethod
+    def backward(g, cache):
+        # the padding was constant; only the original window carries gradient
+        shape, pad_width = cache
+        window = tuple(slice(before, before + n) for (before, _), n in zip(pad_width, shape))
+        return g[window]
+
+
+def reshape(a, shape):
+    """The same elements in a new shape (one axis may be -1)."""
+    return Reshape.apply(a, shape=tuple(shape))
+
+
+def transpose(a, axes=None):
+    """Permute the axes (reverse them when ``axes`` is None)."""
+    return Transpose.apply(a, axes=None if axes is None else tuple(axes))
+
+
+def permute(a, axes):
+    """Permute the axes into ``axes`` order."""
+    return transpose(a, axes)
+
+
+def swapaxes(a, axis1, axis2):
+    """Exchange two axes."""
+    ndim = len(a.shape)
+    axes = list(range(ndim))
+    axes[axis1 % ndim], axes[axis2 % ndim] = axes[axis2 % ndim], axes[axis1 % ndim]
+    return transpose(a, axes)
+
+
+def broadcast_to(a, shape):
+    """Broadcast to ``shape``; the backward sums over the stretched axes."""
+    return BroadcastTo.apply(a, shape=tuple(shape))
+
+
+def concatenate(tensors, axis=0):
+    """Join tensors along an existing axis."""
+    return Concatenate.apply(*tensors, axis=axis)
+
+
+def stack(tensors, axis=0):
+    """Join tensors along a new axis."""
+    return Stack.apply(*tensors, axis=axis)
+
+
+def split(a, indices_or_sections, axis=0):
+    """Split into a list of tensors, like ``numpy.split`` (each piece a slice of ``a``)."""
+    n = a.shape[axis]
+    if isinstance(indices_or_sections, int):
+        if n % indices_or_sections:
+            raise ValueError(f"axis of length {n} does not split into {indices_or_sections} equal parts")
+        step = n // indices_or_sections
+        bounds = list(range(0, n + 1, step))
+    else:
+        bounds = [0, *indices_or_sections, n]
+    axis = axis % a.ndim
+    lead = (slice(None),) * axis
+    return [a[lead + (slice(lo, hi),)] for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def getitem(a, index):
+    """``a[index]``: slices, ints, None, Ellipsis and integer-array gathers."""
+    if isinstance(index, Tensor):
+        index = index.data
+    elif isinstance(index, tuple):
+        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    elif isinstance(index, list):
+        index = np.asarray(index)
+    return GetItem.apply(a, index=index)
+
+
+def pad(a, pad_width, value=0.0):
+    """Constant padding; ``pad_width`` is ((before, after), ...) per axis, as in ``numpy.pad``."""
+    ndim = len(a.shape)
+    if isinstance(pad_width, int):
+        pad_width = ((pad_width, pad_width),) * ndim
+    pad_width = tuple((int(lo), int(hi)) for lo, hi in pad_width)
+    return Pad.apply(a, pad_width=pad_width, value=value)
