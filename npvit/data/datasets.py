@@ -277,7 +277,7 @@ def decode_images(paths: list[Path], image_size=None, workers: int | None = None
 def _cached_decode(cache_dir: Path, name: str, split: str, paths: list[Path], labels: np.ndarray,
                    classes: list[str], image_size) -> np.ndarray:
     """Decoded images of ``paths``, from an .npz cache when one matches this exact file list."""
-    key_src = "\n".join([name, split, str(image_size), *(str(p.resolve()) for p in paths)])
+    key_src = "\n".join([name, split, str(image_size), *map(str, paths)])  # callers pass absolute paths
     key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
     path = cache_dir / "decoded" / f"{name}-{split}-{key}.npz"
     if path.is_file():
@@ -293,6 +293,7 @@ def _cached_decode(cache_dir: Path, name: str, split: str, paths: list[Path], la
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, x=x, y=labels, classes=np.array(classes, dtype=str))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is as readable as its data
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -301,6 +302,7 @@ def _cached_decode(cache_dir: Path, name: str, split: str, paths: list[Path], la
 
 
 def _load_tiny_imagenet(split: str, folder: Path, cache_dir: Path) -> Dataset:
+    folder = folder.resolve()
     wnids = _read_lines(folder / "wnids.txt")
     index = {w: i for i, w in enumerate(wnids)}
     words = {}
@@ -347,7 +349,7 @@ def _class_dirs(folder: Path) -> list[str]:
 def _load_imagefolder(split: str, root, cache_dir: Path, image_size, val_fraction: float) -> Dataset:
     if root is None:
         raise DataError("imagefolder needs a data directory (--data-dir ROOT) holding ROOT/train/CLASS/*.jpg or ROOT/CLASS/*.jpg")
-    root = Path(root).expanduser()
+    root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"imagefolder root {root} is not a folder")
     if (root / "train").is_dir():

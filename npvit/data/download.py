@@ -86,6 +86,7 @@ def download(url: str, dest, md5: str | None = None, *, progress: bool = True) -
                 f"checksum mismatch for {dest.name} from {url}: md5 {digest.hexdigest()}, expected {md5}; "
                 f"the file is corrupt or not the official one, nothing was kept; retry, {hint}"
             )
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the data is not secret
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
