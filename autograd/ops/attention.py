@@ -1,1 +1,107 @@
-"""(being written)"""
+"""Scaled dot-product attention as one fused op: softmax(q k^T * scale + bias) v.
+
+One Function for the whole block keeps just the softmax weights, the output and the
+dropout mask for the backward, instead of every intermediate a composition of
+matmul, softmax and dropout would record, and its backward is five matrix products.
+The batch dims (batch, heads, ...) ride along in NumPy's batched matmul, which hands
+every (N, d) slice to BLAS.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..tensor import Function, Tensor, as_tensor_like
+from .fused import _check_p, _keep_mask
+from .util import unbroadcast
+
+__all__ = ["scaled_dot_product_attention"]
+
+
+class ScaledDotProductAttention(Function):
+    @staticmethod
+    def forward(q, k, v, *bias, scale, keep=None, drop_scale=1.0, weights_out=None):
+        xp = get_array_module(q)
+        qs = q * scale  # scaling q, (..., Nq, d), is cheaper than scaling the logits, (..., Nq, Nk)
+        p = qs @ k.swapaxes(-1, -2)  # logits, (..., Nq, Nk)
+        if bias:
+            p += bias[0]
+        p -= p.max(axis=-1, keepdims=True)
+        xp.exp(p, out=p)
+        p /= p.sum(axis=-1, keepdims=True)  # softmax over the keys
+        if weights_out is not None:
+            weights_out.append(p)
+        pd = p if keep is None else _drop(p, keep, drop_scale)
+        out = pd @ v  # (..., Nq, dv)
+        bias_shape = bias[0].shape if bias else None
+        return out, (qs, k, v, p, out, keep, drop_scale, scale, bias_shape)
+
+    @staticmethod
+    def backward(g, cache):
+        # S = q k^T scale + bias, P = softmax(S), Pd = P * keep * drop_scale, O = Pd V.
+        #   dV = Pd^T dO,   dPd = dO V^T,   dP = dPd * keep * drop_scale,
+        #   dS = P * (dP - rowsum(dP * P))   (the softmax backward, row by row),
+        #   dq = dS k scale,   dk = dS^T q scale,   dbias = dS summed to the bias's shape.
+        # rowsum(dP * P) = rowsum(dPd * Pd) = sum_j Pd_ij (dO_i . V_j) = dO_i . O_i, so it
+        # is taken from the (Nq, dv) arrays instead of the (Nq, Nk) ones (FlashAttention's D).
+        qs, k, v, p, out, keep, drop_scale, scale, bias_shape = cache
+        pd = p if keep is None else _drop(p, keep, drop_scale)
+        dv = pd.swapaxes(-1, -2) @ g  # (..., Nk, dv)
+        ds = g @ v.swapaxes(-1, -2)  # dPd, (..., Nq, Nk)
+        if keep is not None:
+            ds = _drop(ds, keep, drop_scale)  # dP
+        ds -= (g * out).sum(axis=-1, keepdims=True)  # (..., Nq, 1) broadcast over keys
+        ds *= p  # dS
+        dq = ds @ k
+        dq *= scale
+        dk = ds.swapaxes(-1, -2) @ qs  # (..., Nk, d); qs already carries the scale
+        if bias_shape is None:
+            return dq, dk, dv
+        return dq, dk, dv, unbroadcast(ds, bias_shape)
+
+
+def _drop(a, keep, scale):
+    """a * keep * scale in one new array."""
+    out = a * scale
+    out *= keep
+    return out
+
+
+def scaled_dot_product_attention(q, k, v, bias=None, dropout_p=0.0, training=True, generator=None,
+                                 return_weights=False, scale=None):
+    """softmax(q @ k^T * scale + bias) @ v over ``(..., N, d)`` inputs, with dropout on the attention weights.
+
+    ``scale`` defaults to d ** -0.5; ``bias`` (a Tensor that may require grad, e.g.
+    relative position embeddings) broadcasts to the logits ``(..., Nq, Nk)``. The
+    dropout mask comes from ``generator`` (or the global generator of q's device).
+    With ``return_weights`` also returns the softmax weights ``(..., Nq, Nk)`` (before
+    dropout) as a Tensor without history, for attention maps.
+    """
+    _check_p(dropout_p)
+    q = as_tensor_like(q)
+    k, v = as_tensor_like(k, (q,)), as_tensor_like(v, (q,))
+    if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.shape[-1] == k.shape[-1]
+            and k.shape[-2] == v.shape[-2]):
+        raise ValueError(
+            f"attention needs q (..., Nq, d), k (..., Nk, d), v (..., Nk, dv) with the same leading dims; "
+            f"got {q.shape}, {k.shape}, {v.shape}"
+        )
+    logits_shape = q.shape[:-1] + (k.shape[-2],)
+    inputs = (q, k, v)
+    if bias is not None:
+        bias = as_tensor_like(bias, (q,))
+        if np.broadcast_shapes(bias.shape, logits_shape) != logits_shape:
+            raise ValueError(f"attention bias of shape {bias.shape} does not broadcast to the logits {logits_shape}")
+        inputs += (bias,)
+    keep, drop_scale = None, 1.0
+    if training and dropout_p > 0:
+        keep = _keep_mask(logits_shape, dropout_p, generator, q.device)
+        drop_scale = 1 / (1 - dropout_p) if dropout_p < 1 else 0.0
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    # Function.apply hands back one tensor, and keeps the forward's cache only when a
+    # graph is recorded, so the weights come out through a list the forward fills.
+    weights = [] if return_weights else None
+    out = ScaledDotProductAttention.apply(
+        *inputs, scale=scale, keep=keep, drop_scale=drop_scale, weights_out=weights
+    )
+    return (out, Tensor(weights[0])) if return_weights else out

@@ -1,1 +1,320 @@
-"""(being written)"""
+"""Fused ops: the layers of a transformer, each one Function with a hand-derived backward.
+
+Composed from primitives, layer norm would record a dozen nodes and keep a dozen
+intermediate arrays; fused, it keeps two and its backward is three lines. Each
+backward's derivation is written beside it. All of them run unchanged on NumPy and
+CuPy, keep float32 in float32, and hand matrix products to BLAS (cuBLAS on a GPU).
+
+The random ops (dropout, drop-path) draw their mask in the public function and pass
+it to the Function, so the Function itself is a pure function of its inputs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import get_array_module, global_generator
+from ..tensor import Function, as_tensor_like
+from .special import erf
+
+__all__ = [
+    "linear", "layer_norm", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout", "drop_path",
+]
+
+_RSQRT2 = 1 / math.sqrt(2)
+_RSQRT_2PI = 1 / math.sqrt(2 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_GELU_TANH_CUBIC = 0.044715
+
+
+class Linear(Function):
+    @staticmethod
+    def forward(x, weight, *bias):
+        x2 = x.reshape(-1, x.shape[-1])  # (M, in): every leading dim is a row of one GEMM
+        out = x2 @ weight.T  # (M, out)
+        if bias:
+            out += bias[0]
+        return out.reshape(x.shape[:-1] + (weight.shape[0],)), (x2, weight, x.shape, bool(bias))
+
+    @staticmethod
+    def backward(g, cache):
+        # Y = X W^T + b  =>  dX = dY W,  dW = dY^T X,  db = sum over rows of dY;
+        # with all leading dims flattened into rows each is a single GEMM.
+        x2, weight, x_shape, has_bias = cache
+        g2 = g.reshape(-1, g.shape[-1])  # (M, out)
+        dx = (g2 @ weight).reshape(x_shape)
+        dw = g2.T @ x2  # (out, in)
+        return (dx, dw, g2.sum(axis=0)) if has_bias else (dx, dw)
+
+
+class LayerNorm(Function):
+    @staticmethod
+    def forward(x, *affine, eps, has_weight, has_bias):
+        xp = get_array_module(x)
+        weight = affine[0] if has_weight else None
+        xhat = x - x.mean(axis=-1, keepdims=True)
+        rstd = (xhat * xhat).mean(axis=-1, keepdims=True)  # (..., 1)
+        rstd += eps
+        rstd = xp.reciprocal(xp.sqrt(rstd, out=rstd), out=rstd)
+        xhat *= rstd  # (x - mean) / sqrt(var + eps)
+        out = xhat * weight if has_weight else xhat.copy()
+        if has_bias:
+            out += affine[-1]
+        return out, (xhat, rstd, weight, has_bias)
+
+    @staticmethod
+    def backward(g, cache):
+        # y = xhat w + b, xhat = (x - mean) rstd. With dxhat = g w, differentiating
+        # through mean and rstd (llm.c's layernorm.py) gives
+        #   dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),
+        # the means over the normalised (last) axis; dw and db sum over all leading axes.
+        xhat, rstd, weight, has_bias = cache
+        lead = tuple(range(g.ndim - 1))
+        dxhat = g * weight if weight is not None else g
+        dx = dxhat - dxhat.mean(axis=-1, keepdims=True)
+        dx -= xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)
+        dx *= rstd
+        grads = [dx]
+        if weight is not None:
+            grads.append((g * xhat).sum(axis=lead))
+        if has_bias:
+            grads.append(g.sum(axis=lead))
+        return tuple(grads)
+
+
+class Gelu(Function):
+    @staticmethod
+    def forward(x, approximate="none"):
+        xp = get_array_module(x)
+        if approximate == "tanh":
+            # 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+            t = x * x
+            t *= _GELU_TANH_CUBIC
+            t += 1.0
+            t *= x
+            t *= _SQRT_2_OVER_PI
+            xp.tanh(t, out=t)
+            out = t + 1.0
+            out *= x
+            out *= 0.5
+            return out, (x, t, approximate)
+        cdf = erf(x * _RSQRT2)  # Phi(x) = (1 + erf(x / sqrt 2)) / 2
+        cdf += 1.0
+        cdf *= 0.5
+        return x * cdf, (x, cdf, approximate)
+
+    @staticmethod
+    def backward(g, cache):
+        xp = get_array_module(g)
+        x, c, approximate = cache
+        if approximate == "tanh":
+            # d/dx [0.5 x (1 + t)] = 0.5 (1 + t) + 0.5 x (1 - t^2) u',
+            # u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2); c holds t = tanh(u)
+            du = x * x
+            du *= 3 * _GELU_TANH_CUBIC
+            du += 1.0
+            du *= _SQRT_2_OVER_PI
+            sech2 = c * c
+            xp.subtract(1.0, sech2, out=sech2)
+            du *= sech2
+            du *= x
+            du += c
+            du += 1.0
+            du *= 0.5
+            du *= g
+            return du
+        # d/dx [x Phi(x)] = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi); c holds Phi(x)
+        d = x * x
+        d *= -0.5
+        xp.exp(d, out=d)
+        d *= _RSQRT_2PI
+        d *= x
+        d += c
+        d *= g
+        return d
+
+
+class Softmax(Function):
+    @staticmethod
+    def forward(x, axis=-1):
+        xp = get_array_module(x)
+        s = x - x.max(axis=axis, keepdims=True)  # the largest exponent is 0: no overflow
+        xp.exp(s, out=s)
+        s /= s.sum(axis=axis, keepdims=True)
+        return s, (s, axis)
+
+    @staticmethod
+    def backward(g, cache):
+        # ds_i/dx_j = s_i (delta_ij - s_j)  =>  dx = s (g - sum_j g_j s_j)
+        s, axis = cache
+        dx = g - (g * s).sum(axis=axis, keepdims=True)
+        dx *= s
+        return dx
+
+
+class LogSoftmax(Function):
+    @staticmethod
+    def forward(x, axis=-1):
+        xp = get_array_module(x)
+        out = x - x.max(axis=axis, keepdims=True)
+        out -= xp.log(xp.exp(out).sum(axis=axis, keepdims=True))  # (x - max) - log sum exp(x - max)
+        return out, (out, axis)
+
+    @staticmethod
+    def backward(g, cache):
+        # y_i = x_i - log sum_j e^x_j  =>  dy_i/dx_j = delta_ij - softmax_j  =>  dx = g - softmax sum(g)
+        out, axis = cache
+        xp = get_array_module(g)
+        return g - xp.exp(out) * g.sum(axis=axis, keepdims=True)
+
+
+class CrossEntropy(Function):
+    @staticmethod
+    def forward(logits, target, label_smoothing=0.0, ignore_index=-100, reduction="mean"):
+        xp = get_array_module(logits)
+        n_class = logits.shape[-1]
+        eps = label_smoothing
+        logp = logits.reshape(-1, n_class)  # (M, C): every leading position is a sample
+        logp = logp - logp.max(axis=1, keepdims=True)
+        logp -= xp.log(xp.exp(logp).sum(axis=1, keepdims=True))  # log_softmax
+        if target.dtype.kind == "f":  # soft targets (mixup, cutmix): a distribution per row
+            q = target.reshape(-1, n_class).astype(logp.dtype, copy=False)  # (M, C)
+            if eps:
+                q = q * (1 - eps) + eps / n_class
+            losses = -(q * logp).sum(axis=1)  # (M,)
+            weight = xp.ones(len(logp), dtype=logp.dtype)
+            labels = None
+        else:  # integer labels: q = (1 - eps) onehot(label) + eps / C, never built
+            labels = target.reshape(-1)  # (M,)
+            counted = labels != ignore_index
+            labels = xp.where(counted, labels, 0)  # any valid index; the row's weight is 0
+            losses = xp.take_along_axis(logp, labels[:, None], axis=1)[:, 0]  # (M,)
+            losses *= -(1 - eps)
+            if eps:
+                losses -= eps / n_class * logp.sum(axis=1)
+            weight = counted.astype(logp.dtype)
+            q = None
+        if reduction == "mean":  # over the counted rows; none counted gives 0, not 0/0
+            weight /= xp.maximum(weight.sum(), 1)
+        losses *= weight
+        out = losses.reshape(logits.shape[:-1]) if reduction == "none" else losses.sum()
+        return out, (logp, q, labels, weight, eps, reduction, logits.shape)
+
+    @staticmethod
+    def backward(g, cache):
+        # loss_r = -sum_c q_c log softmax(z)_c  =>  dloss_r/dz = softmax(z) sum_c q_c - q,
+        # which is softmax - q for a distribution q; each row is scaled by its weight
+        # (0 for ignored rows, 1/count for "mean") and by its upstream gradient.
+        logp, q, labels, weight, eps, reduction, shape = cache
+        xp = get_array_module(g)
+        dz = xp.exp(logp)  # softmax, (M, C)
+        if q is not None:
+            dz *= q.sum(axis=1, keepdims=True)
+            dz -= q
+        else:
+            dz[xp.arange(len(labels)), labels] -= 1 - eps
+            if eps:
+                dz -= eps / shape[-1]
+        row = weight * (g.reshape(-1) if reduction == "none" else g)  # (M,)
+        dz *= row[:, None]
+        return dz.reshape(shape), None  # the targets are constants
+
+
+class DropMask(Function):
+    @staticmethod
+    def forward(x, keep, scale):
+        out = x * scale
+        out *= keep  # keep broadcasts: per element for dropout, per sample for drop-path
+        return out, (keep, scale)
+
+    @staticmethod
+    def backward(g, cache):
+        # y = x keep scale, keep and scale constants  =>  dx = g keep scale
+        keep, scale = cache
+        dx = g * scale
+        dx *= keep
+        return dx
+
+
+def _keep_mask(shape, p, generator, device):
+    """A boolean mask of ``shape`` that is True with probability 1 - p, from ``generator`` or the global one."""
+    if generator is None:
+        generator = global_generator(device)
+    return generator.random(shape, dtype=np.float32) >= p
+
+
+def _check_p(p):
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"drop probability must be in [0, 1], got {p}")
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, weight ``(out, in)`` as in PyTorch, x ``(..., in)``."""
+    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
+
+
+def layer_norm(x, weight=None, bias=None, eps=1e-6):
+    """Normalise over the last axis to zero mean and unit variance, then scale by weight and shift by bias."""
+    affine = [t for t in (weight, bias) if t is not None]
+    return LayerNorm.apply(x, *affine, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
+
+
+def gelu(x, approximate="none"):
+    """x Phi(x), Phi the standard normal CDF; ``approximate="tanh"`` for the tanh approximation."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    return Gelu.apply(x, approximate=approximate)
+
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along ``axis``, computed stably."""
+    return Softmax.apply(x, axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    """log(softmax(x)) along ``axis``, computed stably (no log of a rounded-to-zero probability)."""
+    return LogSoftmax.apply(x, axis=axis)
+
+
+def cross_entropy(logits, target, label_smoothing=0.0, ignore_index=-100, reduction="mean"):
+    """Cross entropy of softmax(logits) ``(..., C)`` against integer labels ``(...)`` or soft targets ``(..., C)``.
+
+    As PyTorch's: labels equal to ``ignore_index`` count for nothing (the mean is over
+    the others; all ignored gives 0), label smoothing mixes the target with the uniform
+    distribution, ``(1 - eps) target + eps / C``, and ``reduction`` is "mean", "sum" or "none".
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    logits = as_tensor_like(logits)
+    target = as_tensor_like(target, (logits,))
+    soft = target.dtype.kind == "f"
+    expected = logits.shape if soft else logits.shape[:-1]
+    if target.shape != expected:
+        kind = "soft targets" if soft else "integer labels"
+        raise ValueError(f"{kind} of shape {target.shape} for logits of shape {logits.shape}; expected {expected}")
+    return CrossEntropy.apply(
+        logits, target, label_smoothing=float(label_smoothing), ignore_index=ignore_index, reduction=reduction
+    )
+
+
+def dropout(x, p, training=True, generator=None):
+    """Zero each element with probability p and scale the rest by 1/(1-p); the input itself when not training."""
+    _check_p(p)
+    if not training or p == 0:
+        return x
+    x = as_tensor_like(x)
+    keep = _keep_mask(x.shape, p, generator, x.device)
+    return DropMask.apply(x, keep=keep, scale=1 / (1 - p) if p < 1 else 0.0)
+
+
+def drop_path(x, p, training=True, generator=None):
+    """Stochastic depth: zero whole samples (first axis) with probability p, scale the rest by 1/(1-p)."""
+    _check_p(p)
+    if not training or p == 0:
+        return x
+    x = as_tensor_like(x)
+    keep = _keep_mask((x.shape[0],) + (1,) * (x.ndim - 1), p, generator, x.device)  # (B, 1, ..., 1)
+    return DropMask.apply(x, keep=keep, scale=1 / (1 - p) if p < 1 else 0.0)
