@@ -1,0 +1,342 @@
+"""Optimizers (SGD, Adam, AdamW), gradient clipping and step-based learning-rate schedules.
+
+The optimizers follow ``torch.optim``'s update rules and its parameter groups: a list
+of dicts, each with its own ``params`` and hyper-parameters (``lr``, ``weight_decay``,
+...; missing ones take the constructor's). Updates are written in place into the
+parameter arrays, so NumPy and CuPy arrays alike stay where they are and keep their
+dtype; the state (momentum, moments) has the parameter's dtype and device.
+
+``state_dict()`` is made of JSON-able values and NumPy arrays only, so a checkpoint
+needs no pickle:
+
+    {"param_groups": [{"params": [0, 1, 2], "lr": 0.001, "betas": [0.9, 0.999], ...}, ...],
+     "state": {"0.exp_avg": ndarray, "0.exp_avg_sq": ndarray, "0.step": ndarray(int64), ...},
+     "step": 12}
+
+Parameters are numbered 0, 1, ... in the order of the groups and of the parameters
+within them; ``state`` keys are ``"{index}.{name}"``; ``step`` counts ``step()`` calls.
+Save ``state`` with ``np.savez`` and the rest with ``json.dump``.
+
+Schedules map a step to a learning rate and nothing else, so a resumed run gets the
+same rate at step s as an uninterrupted one: ``set_lr(opt, schedule(s))``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import backend
+from .tensor import Tensor
+
+
+def _jsonable(value):
+    """A hyper-parameter as a JSON value: tuples as lists, NumPy scalars as Python numbers."""
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class Optimizer:
+    """Base of the optimizers: parameter groups, per-parameter state, saving and loading.
+
+    A subclass names its state (``array_state``: arrays shaped like the parameter,
+    ``scalar_state``: integers) and defines ``update(param, grad, state, group)``, which
+    changes ``param`` in place.
+    """
+
+    array_state: tuple = ()
+    scalar_state: tuple = ()
+
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        self.param_groups = []
+        self.state = {}  # flat parameter index -> {name: array or int}
+        self.steps = 0
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+        for group in params if isinstance(params[0], dict) else [{"params": params}]:
+            self.add_param_group(group)
+
+    def add_param_group(self, group) -> None:
+        """Append a group ``{"params": [...], **hyper-parameters}``; missing ones take the defaults."""
+        group = dict(group)
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        for p in params:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"{type(self).__name__} optimizes Tensors, not {type(p).__name__}")
+        held = {id(p) for g in self.param_groups for p in g["params"]}
+        if len({id(p) for p in params}) != len(params) or any(id(p) in held for p in params):
+            raise ValueError("a parameter appears twice in the parameter groups")
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        group["params"] = params
+        self.param_groups.append(group)
+
+    def _indexed(self):
+        """(flat index, group, parameter) for every parameter, in state-dict order."""
+        i = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                yield i, group, p
+                i += 1
+
+    def zero_grad(self) -> None:
+        """Forget every parameter's gradient."""
+        for _, _, p in self._indexed():
+            p.grad = None
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient; parameters without one are left alone."""
+        for i, group, p in self._indexed():
+            if p.grad is None:
+                continue
+            state = self.state.setdefault(i, {})
+            device = backend.array_device(p.data)
+            for name in self.array_state:  # the model may have moved since the state was made
+                if name in state and backend.array_device(state[name]) != device:
+                    state[name] = backend.to_device(state[name], device)
+            self.update(p.data, p.grad, state, group)
+        self.steps += 1
+
+    def update(self, param, grad, state, group) -> None:
+        """Change ``param`` in place given its gradient; every subclass defines its own rule."""
+        raise NotImplementedError(f"{type(self).__name__} does not define update()")
+
+    def state_dict(self) -> dict:
+        """The optimizer as JSON-able groups, host NumPy state arrays and the step count (layout above)."""
+        groups, index = [], 0
+        for group in self.param_groups:
+            saved = {k: _jsonable(v) for k, v in group.items() if k != "params"}
+            saved["params"] = list(range(index, index + len(group["params"])))
+            index += len(group["params"])
+            groups.append(saved)
+        state = {}
+        for i, entries in sorted(self.state.items()):
+            for name, value in entries.items():
+                if name in self.scalar_state:
+                    state[f"{i}.{name}"] = np.asarray(value, dtype=np.int64)
+                else:
+                    state[f"{i}.{name}"] = value.copy() if isinstance(value, np.ndarray) else backend.to_numpy(value)
+        return {"param_groups": groups, "state": state, "step": self.steps}
+
+    def load_state_dict(self, state_dict) -> None:
+        """Restore groups' hyper-parameters, state and step count; checks every count and shape first.
+
+        State arrays are copied to each parameter's device and dtype. On any mismatch
+        nothing is loaded and one ValueError lists every problem.
+        """
+        groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        params = {i: p for i, _, p in self._indexed()}
+        problems = []
+        if len(groups) != len(self.param_groups):
+            problems.append(f"{len(groups)} parameter groups saved, the optimizer has {len(self.param_groups)}")
+        else:
+            start = 0
+            for k, (saved, group) in enumerate(zip(groups, self.param_groups)):
+                expected = list(range(start, start + len(group["params"])))
+                if list(saved["params"]) != expected:
+                    problems.append(
+                        f"group {k}: saved parameter indices {list(saved['params'])}, the optimizer has {expected}"
+                    )
+                start += len(group["params"])
+        names = self.array_state + self.scalar_state
+        parsed = {}
+        for key, value in saved_state.items():
+            index, _, name = key.partition(".")
+            if not index.isdigit() or int(index) not in params or name not in names:
+                problems.append(f"unexpected state entry {key!r}")
+                continue
+            value = np.asarray(value) if not backend.is_gpu_array(value) else value
+            want = () if name in self.scalar_state else tuple(params[int(index)].shape)
+            if tuple(value.shape) != want:
+                problems.append(f"state {key!r} has shape {tuple(value.shape)}, expected {want}")
+                continue
+            parsed.setdefault(int(index), {})[name] = value
+        if problems:
+            raise ValueError(f"cannot load {type(self).__name__} state:\n  " + "\n  ".join(problems))
+
+        for saved, group in zip(groups, self.param_groups):
+            for key, value in saved.items():
+                if key != "params":
+                    group[key] = tuple(value) if isinstance(self.defaults.get(key), tuple) else value
+        self.state = {}
+        for i, entries in parsed.items():
+            p = params[i]
+            self.state[i] = {
+                name: int(value) if name in self.scalar_state
+                else backend.to_device(value, p.device).astype(p.dtype, copy=True)
+                for name, value in entries.items()
+            }
+        self.steps = int(state_dict["step"])
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with (Nesterov) momentum and L2 weight decay, as torch.optim.SGD.
+
+    g = grad + wd p;  b = momentum b + (1 - dampening) g (b = g on the first step);
+    p -= lr (g + momentum b) with Nesterov, else p -= lr b.
+    """
+
+    array_state = ("momentum_buffer",)
+
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum needs momentum > 0 and dampening 0")
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, dampening=dampening)
+        super().__init__(params, defaults)
+
+    def update(self, param, grad, state, group):
+        lr, momentum, wd = float(group["lr"]), float(group["momentum"]), float(group["weight_decay"])
+        d = grad + wd * param if wd else grad
+        if momentum:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = d.copy()
+            else:
+                buf *= momentum
+                buf += (1.0 - float(group["dampening"])) * d
+            d = d + momentum * buf if group["nesterov"] else buf
+        param -= lr * d
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with L2 weight decay added to the gradient, as torch.optim.Adam.
+
+    g = grad + wd p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    """
+
+    array_state = ("exp_avg", "exp_avg_sq")
+    scalar_state = ("step",)
+    decoupled = False  # AdamW: decay the weights directly instead of through the gradient
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    def update(self, param, grad, state, group):
+        xp = backend.get_array_module(param)
+        lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        b1, b2 = (float(b) for b in group["betas"])
+        t = state["step"] = state.get("step", 0) + 1
+        if "exp_avg" not in state:
+            state["exp_avg"], state["exp_avg_sq"] = xp.zeros_like(param), xp.zeros_like(param)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        if wd and self.decoupled:
+            param *= 1.0 - lr * wd
+        elif wd:
+            grad = grad + wd * param
+        m *= b1
+        m += (1.0 - b1) * grad
+        v *= b2
+        v += (1.0 - b2) * (grad * grad)
+        denom = xp.sqrt(v)  # (sqrt(v) / sqrt(1 - b2^t) + eps), reused for the step
+        denom /= math.sqrt(1.0 - b2**t)
+        denom += eps
+        xp.divide(m, denom, out=denom)
+        denom *= lr / (1.0 - b1**t)
+        param -= denom
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019): p -= lr wd p, then Adam's step."""
+
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+NO_WEIGHT_DECAY = ("pos_embed", "cls_token", "mask_token", "dist_token", "relative_position_bias_table")
+
+
+def param_groups_weight_decay(named_parameters, weight_decay, skip=NO_WEIGHT_DECAY) -> list:
+    """[decay group, no-decay group], as timm: no decay on 1-D parameters or names containing a ``skip`` token.
+
+    Biases and norm scales are 1-D; position embeddings and class tokens are named.
+    Parameters that do not require grad are left out.
+    """
+    decay, no_decay = [], []
+    for name, p in named_parameters:
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or any(token in name for token in skip):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def clip_grad_norm(parameters, max_norm, eps=1e-6) -> float:
+    """Scale all gradients by max_norm / norm when their global L2 norm exceeds max_norm; return that norm.
+
+    The gradients are replaced rather than scaled in place: the engine may hand the
+    same gradient array to two leaves, or a read-only broadcast view.
+    """
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return 0.0
+    xp = backend.get_array_module(params[0].grad)
+    total = math.sqrt(float(sum(xp.vdot(p.grad.ravel(), p.grad.ravel()) for p in params)))
+    scale = max_norm / (total + eps)
+    if scale < 1.0:
+        for p in params:
+            p.grad = p.grad * scale
+    return total
+
+
+def set_lr(optimizer, lr) -> None:
+    """Set every group's lr to ``lr`` times the group's ``lr_scale`` (1 when absent)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A learning rate as a pure function of the step: linear warmup, then a decay to ``final_lr``.
+
+    Warmup rises linearly to ``base_lr``, reaching it at the last warmup step, so the
+    very first update already moves; then ``decay`` ("cosine", "linear" or "constant")
+    runs from ``base_lr`` at step ``warmup_steps`` to ``final_lr`` at ``total_steps``
+    and stays there.
+    """
+
+    base_lr: float
+    total_steps: int
+    warmup_steps: int = 0
+    final_lr: float = 0.0
+    decay: str = "cosine"
+
+    def __post_init__(self):
+        if self.decay not in ("cosine", "linear", "constant"):
+            raise ValueError(f"unknown decay {self.decay!r}: use 'cosine', 'linear' or 'constant'")
+        if not 0 <= self.warmup_steps <= self.total_steps:
+            raise ValueError(f"need 0 <= warmup_steps <= total_steps, got {self.warmup_steps}, {self.total_steps}")
+
+    def __call__(self, step) -> float:
+        if step < self.warmup_steps:
+            return self.base_lr * (step + 1) / self.warmup_steps
+        if self.decay == "constant":
+            return self.base_lr
+        span = self.total_steps - self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / span) if span else 1.0
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if self.decay == "cosine" else 1.0 - progress
+        return self.final_lr + (self.base_lr - self.final_lr) * shape
+
+
+def warmup_cosine(base_lr, total_steps, warmup_steps=0, final_lr=0.0) -> Schedule:
+    """Linear warmup, then half a cosine from base_lr down to final_lr at total_steps."""
+    return Schedule(base_lr, total_steps, warmup_steps, final_lr, "cosine")
+
+
+def warmup_linear(base_lr, total_steps, warmup_steps=0, final_lr=0.0) -> Schedule:
+    """Linear warmup, then a straight line from base_lr down to final_lr at total_steps."""
+    return Schedule(base_lr, total_steps, warmup_steps, final_lr, "linear")
+
+
+def constant(base_lr, warmup_steps=0) -> Schedule:
+    """Linear warmup, then base_lr for ever."""
+    return Schedule(base_lr, warmup_steps, warmup_steps, base_lr, "constant")

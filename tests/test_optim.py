@@ -1,0 +1,432 @@
+"""Optimizers against NumPy references of the published rules (and torch.optim when installed),
+state saving and resuming, gradient clipping, weight-decay groups, LR schedules, and training."""
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autograd import Tensor, manual_seed, nn, optim
+
+STEPS = 6
+
+
+# --- a small problem: least squares y = x W + b, gradients in closed form -----------------
+def problem(seed=0):
+    """Initial [W, b] and a function from their current values to their gradients."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.standard_normal((8, 3)), rng.standard_normal((8, 4))
+    init = [rng.standard_normal((3, 4)), rng.standard_normal(4)]
+
+    def grads(w, b):
+        r = x @ w + b - y  # (8, 4): d(0.5 mean |r|^2) / d(x w + b), per row
+        return [x.T @ r / len(x), r.mean(0)]
+
+    return init, grads
+
+
+def run_ours(make_opt, steps=STEPS, dtype=np.float64, seed=0):
+    """Values of [W, b] after each step of our optimizer."""
+    init, grads = problem(seed)
+    params = [nn.Parameter(a.astype(dtype)) for a in init]
+    opt = make_opt(params)
+    trajectory = []
+    for _ in range(steps):
+        for p, g in zip(params, grads(*(p.data for p in params))):
+            p.grad = g.astype(dtype)
+        opt.step()
+        trajectory.append([p.data.copy() for p in params])
+    return trajectory
+
+
+def run_reference(update, hypers, steps=STEPS, seed=0):
+    """Values after each step of ``update(w, g, state, t, **hyper)``, with per-parameter hyper-parameters."""
+    init, grads = problem(seed)
+    ws = [a.copy() for a in init]
+    states = [{} for _ in ws]
+    trajectory = []
+    for t in range(1, steps + 1):
+        gs = grads(*ws)
+        ws = [update(w, g, s, t, **h) for w, g, s, h in zip(ws, gs, states, hypers)]
+        trajectory.append([w.copy() for w in ws])
+    return trajectory
+
+
+def sgd_reference(w, g, state, t, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    """SGD as written in PyTorch's documentation (Sutskever et al. 2013 momentum)."""
+    g = g + weight_decay * w
+    if momentum:
+        state["b"] = g if t == 1 else momentum * state["b"] + (1 - dampening) * g
+        g = g + momentum * state["b"] if nesterov else state["b"]
+    return w - lr * g
+
+
+def adam_reference(w, g, state, t, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
+    """Adam (Kingma & Ba 2015, Algorithm 1); L2 in the gradient, or AdamW's decoupled decay."""
+    if decoupled:
+        w = w - lr * weight_decay * w
+    else:
+        g = g + weight_decay * w
+    b1, b2 = betas
+    state["m"] = b1 * state.get("m", 0.0) + (1 - b1) * g
+    state["v"] = b2 * state.get("v", 0.0) + (1 - b2) * g * g
+    m_hat = state["m"] / (1 - b1**t)
+    v_hat = state["v"] / (1 - b2**t)
+    return w - lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def assert_trajectories_close(a, b, rtol=1e-12, atol=1e-12):
+    for step, (pa, pb) in enumerate(zip(a, b)):
+        for wa, wb in zip(pa, pb):
+            np.testing.assert_allclose(wa, wb, rtol=rtol, atol=atol, err_msg=f"step {step}")
+
+
+SGD_CONFIGS = [
+    dict(lr=0.1),
+    dict(lr=0.1, momentum=0.9),
+    dict(lr=0.05, momentum=0.9, nesterov=True),
+    dict(lr=0.1, momentum=0.8, dampening=0.3, weight_decay=0.05),
+    dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.1),
+]
+ADAM_CONFIGS = [
+    dict(lr=0.01),
+    dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6),
+    dict(lr=0.01, weight_decay=0.1),
+]
+
+
+@pytest.mark.parametrize("cfg", SGD_CONFIGS)
+def test_sgd_matches_reference(cfg):
+    ours = run_ours(lambda ps: optim.SGD(ps, **cfg))
+    assert_trajectories_close(ours, run_reference(sgd_reference, [cfg, cfg]))
+
+
+@pytest.mark.parametrize("cfg", ADAM_CONFIGS)
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_and_adamw_match_reference(cfg, decoupled):
+    cls = optim.AdamW if decoupled else optim.Adam
+    cfg = dict(cfg, weight_decay=cfg.get("weight_decay", 0.01 if decoupled else 0.0))
+    ours = run_ours(lambda ps: cls(ps, **cfg))
+    ref_cfg = dict(cfg, decoupled=decoupled)
+    assert_trajectories_close(ours, run_reference(adam_reference, [ref_cfg, ref_cfg]))
+
+
+def run_torch(make_opt, steps=STEPS, dtype="float64", seed=0):
+    torch = pytest.importorskip("torch")
+    init, grads = problem(seed)
+    params = [torch.tensor(a, dtype=getattr(torch, dtype), requires_grad=True) for a in init]
+    opt = make_opt(torch, params)
+    trajectory = []
+    for _ in range(steps):
+        for p, g in zip(params, grads(*(p.detach().double().numpy() for p in params))):
+            p.grad = torch.tensor(g, dtype=getattr(torch, dtype))
+        opt.step()
+        trajectory.append([p.detach().numpy().copy() for p in params])
+    return trajectory
+
+
+@pytest.mark.parametrize("cfg", SGD_CONFIGS)
+def test_sgd_matches_torch(cfg):
+    theirs = run_torch(lambda torch, ps: torch.optim.SGD(ps, **cfg))
+    assert_trajectories_close(run_ours(lambda ps: optim.SGD(ps, **cfg)), theirs)
+
+
+@pytest.mark.parametrize("cfg", ADAM_CONFIGS)
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_adam_matches_torch(cfg, name):
+    theirs = run_torch(lambda torch, ps: getattr(torch.optim, name)(ps, **cfg))
+    assert_trajectories_close(run_ours(lambda ps: getattr(optim, name)(ps, **cfg)), theirs)
+
+
+@pytest.mark.parametrize("name", ["SGD", "AdamW"])
+def test_float32_matches_torch_float32(name):
+    cfg = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01) if name == "SGD" else dict(lr=0.01)
+    theirs = run_torch(lambda torch, ps: getattr(torch.optim, name)(ps, **cfg), dtype="float32")
+    ours = run_ours(lambda ps: getattr(optim, name)(ps, **cfg), dtype=np.float32)
+    assert all(w.dtype == np.float32 for step in ours for w in step)
+    assert_trajectories_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_state_and_parameters_stay_float32():
+    params = [nn.Parameter(np.ones((2, 3), dtype=np.float32))]
+    opt = optim.AdamW(params, lr=0.1)
+    params[0].grad = np.full((2, 3), 0.5, dtype=np.float32)
+    opt.step()
+    assert params[0].dtype == np.float32
+    assert all(opt.state[0][k].dtype == np.float32 for k in ("exp_avg", "exp_avg_sq"))
+
+
+def test_param_groups_take_their_own_hyperparameters():
+    w_cfg, b_cfg = dict(lr=0.1, momentum=0.9, weight_decay=0.1), dict(lr=0.02, momentum=0.9, weight_decay=0.0)
+    ours = run_ours(
+        lambda ps: optim.SGD(
+            [{"params": [ps[0]], "weight_decay": 0.1}, {"params": [ps[1]], "lr": 0.02}], lr=0.1, momentum=0.9
+        )
+    )
+    assert_trajectories_close(ours, run_reference(sgd_reference, [w_cfg, b_cfg]))
+
+
+def test_a_parameter_in_two_groups_is_refused():
+    p = nn.Parameter(np.zeros(2))
+    with pytest.raises(ValueError, match="twice"):
+        optim.SGD([{"params": [p]}, {"params": [p]}], lr=0.1)
+
+
+def test_parameters_without_gradient_are_skipped():
+    a, b = nn.Parameter(np.ones(2)), nn.Parameter(np.ones(2))
+    opt = optim.Adam([a, b], lr=0.1)
+    a.grad = np.ones(2)
+    opt.step()
+    np.testing.assert_array_equal(b.data, np.ones(2))
+    assert 1 not in opt.state and opt.state[0]["step"] == 1
+    assert np.all(a.data < 1)
+
+
+def test_adamw_decays_decoupled_adam_through_the_gradient():
+    # With a zero gradient AdamW only shrinks the weights by (1 - lr wd); Adam's decay term
+    # goes through the normalised update and moves every weight by about lr towards 0.
+    lr, wd = 0.01, 0.1
+    w0 = np.array([3.0, -0.5, 0.02])
+    a, b = nn.Parameter(w0.copy()), nn.Parameter(w0.copy())
+    adamw, adam = optim.AdamW([a], lr=lr, weight_decay=wd), optim.Adam([b], lr=lr, weight_decay=wd)
+    a.grad, b.grad = np.zeros(3), np.zeros(3)
+    adamw.step()
+    adam.step()
+    np.testing.assert_allclose(a.data, w0 * (1 - lr * wd), rtol=1e-15)
+    np.testing.assert_allclose(b.data, w0 - lr * np.sign(w0), atol=1e-7)  # eps is 1e-8 against |g| >= 2e-3
+
+
+def test_nesterov_needs_momentum():
+    with pytest.raises(ValueError, match="Nesterov"):
+        optim.SGD([nn.Parameter(np.zeros(1))], lr=0.1, nesterov=True)
+
+
+# --- saving and resuming ----------------------------------------------------------------------
+def save_and_load(state, tmp_path):
+    """Round-trip an optimizer state dict through .npz (arrays, no pickle) and .json (the rest)."""
+    np.savez(tmp_path / "opt.npz", **state["state"])
+    (tmp_path / "opt.json").write_text(json.dumps({"param_groups": state["param_groups"], "step": state["step"]}))
+    meta = json.loads((tmp_path / "opt.json").read_text())
+    with np.load(tmp_path / "opt.npz", allow_pickle=False) as f:
+        meta["state"] = {k: f[k] for k in f.files}
+    return meta
+
+
+RESUMABLE = {
+    "sgd": lambda ps: optim.SGD([{"params": ps[:1]}, {"params": ps[1:], "lr_scale": 0.2}], lr=0.1, momentum=0.9),
+    "adamw": lambda ps: optim.AdamW([{"params": ps[:1]}, {"params": ps[1:], "weight_decay": 0.0}], lr=0.01),
+    "adam": lambda ps: optim.Adam(ps, lr=0.01, betas=(0.8, 0.9), weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESUMABLE))
+def test_resume_from_saved_state_equals_not_stopping(name, tmp_path):
+    make_opt = RESUMABLE[name]
+    init, grads = problem()
+    schedule = optim.warmup_cosine(0.05, total_steps=6, warmup_steps=2)
+
+    def train(params, opt, steps):
+        for _ in range(steps):
+            optim.set_lr(opt, schedule(opt.steps))
+            for p, g in zip(params, grads(*(p.data for p in params))):
+                p.grad = g
+            opt.step()
+
+    straight = [nn.Parameter(a.copy()) for a in init]
+    train(straight, make_opt(straight), 6)
+
+    first = [nn.Parameter(a.copy()) for a in init]
+    opt = make_opt(first)
+    train(first, opt, 3)
+    resumed = [nn.Parameter(p.data.copy()) for p in first]  # as a model checkpoint would restore them
+    opt2 = make_opt(resumed)
+    opt2.load_state_dict(save_and_load(opt.state_dict(), tmp_path))
+    train(resumed, opt2, 3)
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_load_state_dict_restores_hyperparameters(tmp_path):
+    params = [nn.Parameter(np.ones(2))]
+    opt = optim.Adam(params, lr=0.1, betas=(0.8, 0.9))
+    params[0].grad = np.ones(2)
+    opt.step()
+    optim.set_lr(opt, 0.005)
+    opt.param_groups[0]["lr_scale"] = 0.5
+    opt2 = optim.Adam([nn.Parameter(np.ones(2))], lr=0.1)
+    opt2.load_state_dict(save_and_load(opt.state_dict(), tmp_path))
+    group = opt2.param_groups[0]
+    assert group["lr"] == 0.005 and group["lr_scale"] == 0.5 and group["betas"] == (0.8, 0.9)
+    assert opt2.steps == 1 and opt2.state[0]["step"] == 1
+    np.testing.assert_array_equal(opt2.state[0]["exp_avg"], opt.state[0]["exp_avg"])
+
+
+def test_state_dict_layout():
+    params = [nn.Parameter(np.ones((2, 3))), nn.Parameter(np.ones(3))]
+    opt = optim.Adam([{"params": params[:1]}, {"params": params[1:], "lr": 0.5}], lr=0.1)
+    for p in params:
+        p.grad = np.ones(p.shape)
+    opt.step()
+    sd = opt.state_dict()
+    assert [g["params"] for g in sd["param_groups"]] == [[0], [1]]
+    assert [g["lr"] for g in sd["param_groups"]] == [0.1, 0.5]
+    assert sorted(sd["state"]) == ["0.exp_avg", "0.exp_avg_sq", "0.step", "1.exp_avg", "1.exp_avg_sq", "1.step"]
+    assert sd["state"]["0.exp_avg"].shape == (2, 3) and int(sd["state"]["1.step"]) == 1
+    assert sd["step"] == 1
+    json.dumps({k: v for k, v in sd.items() if k != "state"})
+    sd["state"]["0.exp_avg"][...] = 7  # a copy: the optimizer is not affected
+    assert not np.any(opt.state[0]["exp_avg"] == 7)
+
+
+def test_load_state_dict_reports_every_problem_and_loads_nothing():
+    params = [nn.Parameter(np.ones((2, 3))), nn.Parameter(np.ones(3))]
+    opt = optim.Adam(params, lr=0.1)
+    sd = {
+        "param_groups": [{"params": [0, 1], "lr": 0.7, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}],
+        "state": {"0.exp_avg": np.zeros((3, 2)), "1.bogus": np.zeros(3), "5.exp_avg": np.zeros(3)},
+        "step": 4,
+    }
+    with pytest.raises(ValueError) as err:
+        opt.load_state_dict(sd)
+    msg = str(err.value)
+    assert "'0.exp_avg' has shape (3, 2), expected (2, 3)" in msg
+    assert "'1.bogus'" in msg and "'5.exp_avg'" in msg
+    assert opt.param_groups[0]["lr"] == 0.1 and opt.steps == 0 and opt.state == {}
+
+    sd["state"] = {}
+    sd["param_groups"].append({"params": [2], "lr": 0.1})
+    with pytest.raises(ValueError, match="2 parameter groups saved, the optimizer has 1"):
+        opt.load_state_dict(sd)
+
+
+# --- gradient clipping ------------------------------------------------------------------------
+@given(st.floats(0.01, 100.0), st.integers(0, 2**32 - 1))
+def test_clip_grad_norm(max_norm, seed):
+    rng = np.random.default_rng(seed)
+    params = [nn.Parameter(np.zeros(s)) for s in [(3, 4), (4,), (2, 2, 2)]]
+    grads = [rng.standard_normal(p.shape) for p in params]
+    for p, g in zip(params, grads):
+        p.grad = g.copy()
+    norm = math.sqrt(sum(float((g * g).sum()) for g in grads))
+    total = optim.clip_grad_norm(params, max_norm)
+    assert isinstance(total, float) and total == pytest.approx(norm, rel=1e-12)
+    scale = min(1.0, max_norm / (norm + 1e-6))
+    for p, g in zip(params, grads):
+        np.testing.assert_allclose(p.grad, g * scale, rtol=1e-12)
+    clipped = math.sqrt(sum(float((p.grad**2).sum()) for p in params))
+    assert clipped <= max_norm * (1 + 1e-9)
+    if norm <= max_norm:
+        for p, g in zip(params, grads):
+            np.testing.assert_array_equal(p.grad, g)
+
+
+def test_clip_grad_norm_with_gradients_the_engine_shares():
+    # d(a + b)/da and d(a + b)/db are one array in the engine; each must be scaled once.
+    a, b = nn.Parameter(np.zeros(4)), nn.Parameter(np.zeros(4))
+    ((a + b) * Tensor(np.full(4, 3.0))).sum().backward()
+    total = optim.clip_grad_norm([a, b], 1.0)
+    assert total == pytest.approx(math.sqrt(8 * 9.0))
+    np.testing.assert_allclose(a.grad, np.full(4, 3.0 / math.sqrt(72.0)), rtol=1e-5)
+    np.testing.assert_allclose(b.grad, np.full(4, 3.0 / math.sqrt(72.0)), rtol=1e-5)
+
+
+def test_clip_grad_norm_skips_parameters_without_gradient():
+    a, b = nn.Parameter(np.zeros(2)), nn.Parameter(np.zeros(2))
+    a.grad = np.array([3.0, 4.0])
+    assert optim.clip_grad_norm([a, b], 10.0) == pytest.approx(5.0)
+    assert b.grad is None
+    assert optim.clip_grad_norm([b], 1.0) == 0.0
+
+
+# --- weight-decay groups ----------------------------------------------------------------------
+class TinyViT(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cls_token = nn.Parameter(np.zeros((1, 1, 4)))
+        self.pos_embed = nn.Parameter(np.zeros((1, 3, 4)))
+        self.fc = nn.Linear(4, 4)
+        self.norm = nn.LayerNorm(4)
+        self.table = nn.Parameter(np.zeros((5, 2)))
+
+
+def test_param_groups_weight_decay_follows_timm():
+    model = TinyViT()
+    model.frozen = nn.Parameter(np.zeros((2, 2)), requires_grad=False)
+    decay, no_decay = optim.param_groups_weight_decay(model.named_parameters(), 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert [id(p) for p in decay["params"]] == [id(model.table), id(model.fc.weight)]
+    assert {id(p) for p in no_decay["params"]} == {
+        id(p) for p in (model.cls_token, model.pos_embed, model.fc.bias, model.norm.weight, model.norm.bias)
+    }
+    decay, no_decay = optim.param_groups_weight_decay(model.named_parameters(), 0.05, skip=("table",))
+    assert [id(p) for p in decay["params"]] == [id(model.cls_token), id(model.pos_embed), id(model.fc.weight)]
+    assert id(model.table) in {id(p) for p in no_decay["params"]}
+
+
+# --- schedules ----------------------------------------------------------------------------------
+def test_warmup_cosine_values():
+    s = optim.warmup_cosine(1.0, total_steps=110, warmup_steps=10, final_lr=0.1)
+    assert [s(i) for i in range(10)] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert s(10) == pytest.approx(1.0)
+    assert s(60) == pytest.approx(0.55)  # halfway down the cosine: the mean of the ends
+    assert s(110) == pytest.approx(0.1) and s(500) == pytest.approx(0.1)
+    decay = [s(i) for i in range(10, 111)]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+    assert all(a > b for a, b in zip(decay, decay[1:]))
+
+
+def test_warmup_linear_and_constant():
+    s = optim.warmup_linear(2.0, total_steps=20, warmup_steps=4)
+    assert [s(i) for i in range(5)] == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.0])
+    assert s(12) == pytest.approx(1.0) and s(20) == 0.0 and s(25) == 0.0
+    c = optim.constant(0.3, warmup_steps=3)
+    assert [c(i) for i in range(6)] == pytest.approx([0.1, 0.2, 0.3, 0.3, 0.3, 0.3])
+    assert optim.constant(0.3)(0) == 0.3 and optim.warmup_cosine(1.0, 5)(0) == 1.0
+
+
+def test_schedule_is_a_pure_function_of_the_step():
+    s = optim.warmup_cosine(0.1, 1000, 50)
+    forward = [s(i) for i in range(0, 1000, 7)]
+    assert forward == [s(i) for i in range(0, 1000, 7)]
+    assert [s(i) for i in reversed(range(0, 1000, 7))] == forward[::-1]
+    with pytest.raises(ValueError):
+        optim.warmup_cosine(0.1, total_steps=10, warmup_steps=20)
+
+
+def test_set_lr_applies_each_groups_scale():
+    a, b = nn.Parameter(np.zeros(1)), nn.Parameter(np.zeros(1))
+    opt = optim.SGD([{"params": [a]}, {"params": [b], "lr_scale": 0.25}], lr=1.0)
+    optim.set_lr(opt, 0.4)
+    assert [g["lr"] for g in opt.param_groups] == [0.4, 0.1]
+
+
+# --- training ---------------------------------------------------------------------------------
+def mlp_loss_curve(make_opt, steps=300):
+    """Fit a random smooth function with Linear-GELU-Linear; return the loss at each step."""
+    manual_seed(3)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 4)).astype(np.float32)
+    y = np.sin(x @ rng.standard_normal((4, 2))).astype(np.float32)  # (64, 2)
+    model = nn.Sequential(nn.Linear(4, 32), nn.GELU(), nn.Linear(32, 2))
+    opt = make_opt(model.parameters())
+    xt, yt = Tensor(x), Tensor(y)
+    losses = []
+    for _ in range(steps):
+        model.zero_grad()
+        loss = ((model(xt) - yt) ** 2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize(
+    "make_opt",
+    [lambda ps: optim.AdamW(ps, lr=0.01), lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9)],
+    ids=["adamw", "sgd-momentum"],
+)
+def test_mlp_loss_goes_down(make_opt):
+    losses = mlp_loss_curve(make_opt)
+    assert losses[-1] < losses[0] / 50, (losses[0], losses[-1])
