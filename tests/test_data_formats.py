@@ -231,6 +231,9 @@ def test_unknown_names_options_and_fixed_sizes_are_refused(tmp_path):
 
 
 def test_offline_without_a_copy_names_the_files_and_places(tmp_path):
+    with pytest.raises(DataError, match="not a folder"):
+        load_dataset("cifar10", data_dir=tmp_path / "d", cache_dir=tmp_path / "c", download=False)
+    (tmp_path / "d").mkdir()
     with pytest.raises(DataError) as e:
         load_dataset("cifar10", data_dir=tmp_path / "d", cache_dir=tmp_path / "c", download=False)
     message = str(e.value)

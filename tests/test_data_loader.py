@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from npvit.data import Augment, Loader, synthetic
+from npvit.data import Augment, DataError, Loader, synthetic
 
 
 def _data(n=50):
@@ -30,7 +30,7 @@ def test_drop_last_and_unshuffled_evaluation():
     sizes = [len(b.y) for b in evaluation.epoch_batches()]
     assert sizes == [10, 10, 3]
     np.testing.assert_array_equal(evaluation.batch(0, 2).y, [20, 21, 22])
-    with pytest.raises(ValueError):
+    with pytest.raises(DataError, match="no full batch"):
         Loader(x, y, 30)
 
 

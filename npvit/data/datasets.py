@@ -441,6 +441,8 @@ def load_dataset(name: str, split: str = "train", *, data_dir=None, download: bo
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise TypeError(f"load_dataset({name!r}) got unexpected options: {', '.join(unknown)}")
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise DataError(f"data dir {data_dir} is not a folder; fix --data-dir or leave it out to use the cache")
     if image_size is not None and name not in ("imagefolder", "synthetic"):
         raise DataError(f"{name} images have a fixed size; resize batches instead (npvit.data.resize) of asking for image_size={image_size}")
     if name == "synthetic":

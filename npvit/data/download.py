@@ -55,8 +55,11 @@ def download(url: str, dest, md5: str | None = None, *, progress: bool = True) -
     DataError and leaves neither ``dest`` nor a partial file behind.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as e:
+        raise DataError(f"cannot write to {dest.parent} ({e.strerror}); choose another cache dir (--cache-dir or $NPVIT_CACHE_DIR)") from None
     hint = f"or put {dest.name} in {dest.parent} by hand"
     try:
         digest = hashlib.md5()
@@ -79,6 +82,8 @@ def download(url: str, dest, md5: str | None = None, *, progress: bool = True) -
                 raise DataError(f"cannot reach {url} ({e.reason}); check the network or {MIRROR_ENV}, {hint}") from None
             except (http.client.IncompleteRead, ConnectionError, TimeoutError) as e:
                 raise DataError(f"download of {url} was cut off after {received} bytes ({type(e).__name__}); retry, {hint}") from None
+            except OSError as e:  # e.g. the disk filled up
+                raise DataError(f"download of {url} failed after {received} bytes ({e}); free space or choose another cache dir, {hint}") from None
         if total is not None and received != total:
             raise DataError(f"download of {url} is truncated: got {received} of {total} bytes; retry, {hint}")
         if md5 is not None and digest.hexdigest() != md5:
@@ -129,8 +134,11 @@ def extract(archive, dest) -> Path:
     (entries that already exist there are kept). Returns ``dest``.
     """
     archive, dest = Path(archive), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=".extract", dir=dest)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=".extract", dir=dest)
+    except OSError as e:
+        raise DataError(f"cannot write to {dest} ({e.strerror}); choose another cache dir (--cache-dir or $NPVIT_CACHE_DIR)") from None
     root = os.path.realpath(tmp)
     try:
         try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .core import array_module, seed_generator
+from .core import DataError, array_module, seed_generator
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Loader:
         self.epoch, self.batch_index = 0, 0
         self._order = (None, None)  # (epoch, order) of the last epoch asked for
         if len(self) == 0:
-            raise ValueError(f"{len(x)} examples make no full batch of {batch_size}; lower the batch size")
+            raise DataError(f"{len(x)} examples make no full batch of {batch_size}; lower the batch size")
 
     def __len__(self) -> int:
         """Batches per epoch."""
