@@ -114,7 +114,7 @@ def erf(x):
     x = np.asarray(x)
     if x.dtype.kind != "f":
         x = x.astype(np.float64)
-    out = np.empty_like(x)
+    out = np.empty(x.shape, dtype=x.dtype)  # C order, so that its reshape(-1) is a view
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
     for start in range(0, x.size, _BLOCK):
         block = slice(start, start + _BLOCK)

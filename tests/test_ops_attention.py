@@ -1,0 +1,147 @@
+"""Scaled dot-product attention: gradients by finite differences on drawn shapes (with and
+without a bias, broadcast or full, trainable or constant, with attention dropout), values
+and gradients against the composition from primitive ops, and the returned weights."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autograd import Tensor, gradcheck, no_grad, ops
+from autograd.backend import generator
+from strategies import arrays, shapes
+
+
+def assert_same(fused, composed, inputs, rtol=1e-10, atol=1e-12):
+    """Two implementations agree on the output and on the gradient of every input (float64)."""
+    results = []
+    for fn in (fused, composed):
+        tensors = [Tensor(x.copy(), requires_grad=True) for x in inputs]
+        out = fn(*tensors)
+        weights = np.random.default_rng(0).standard_normal(out.shape)
+        (out * Tensor(weights)).sum().backward()
+        results.append((out.data, [t.grad for t in tensors]))
+    (out_a, grads_a), (out_b, grads_b) = results
+    np.testing.assert_allclose(out_a, out_b, rtol=rtol, atol=atol)
+    for ga, gb in zip(grads_a, grads_b):
+        np.testing.assert_allclose(ga, gb, rtol=rtol, atol=atol)
+
+
+def composed_attention(q, k, v, bias=None, scale=None, keep=None, p=0.0):
+    """softmax(q k^T scale + bias) (* keep / (1 - p)) v from matmul, exp, max and sum."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    s = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale
+    if bias is not None:
+        s = s + bias
+    e = ops.exp(s - ops.max(s, axis=-1, keepdims=True))
+    w = e / ops.sum(e, axis=-1, keepdims=True)
+    if keep is not None:
+        w = w * Tensor(keep / (1 - p))
+    return ops.matmul(w, v)
+
+
+@st.composite
+def attention_case(draw):
+    """q, k, v of shapes (..., Nq, d), (..., Nk, d), (..., Nk, dv) and a bias shape that
+    broadcasts to (..., Nq, Nk): full, with size-1 axes, or with leading axes left out."""
+    lead = draw(shapes(min_dims=0, max_dims=2, max_side=3))
+    nq, nk, d, dv = (draw(st.integers(1, 3)) for _ in range(4))
+    logits = lead + (nq, nk)
+    ones = draw(st.lists(st.booleans(), min_size=len(logits), max_size=len(logits)))
+    bias_shape = tuple(1 if one else n for one, n in zip(ones, logits))
+    bias_shape = bias_shape[draw(st.integers(0, len(lead) + 1)):]
+    return (
+        draw(arrays(lead + (nq, d))), draw(arrays(lead + (nk, d))), draw(arrays(lead + (nk, dv))),
+        draw(arrays(bias_shape)),
+    )
+
+
+@given(attention_case(), st.sampled_from(["none", "constant", "trainable"]), st.sampled_from([None, 0.7]))
+def test_attention(case, bias_kind, scale):
+    q, k, v, bias = case
+    if bias_kind == "none":
+        inputs = [q, k, v]
+        fused = lambda q, k, v: ops.scaled_dot_product_attention(q, k, v, scale=scale)  # noqa: E731
+        composed = lambda q, k, v: composed_attention(q, k, v, scale=scale)  # noqa: E731
+    else:
+        inputs = [q, k, v, bias]
+        fused = lambda q, k, v, b: ops.scaled_dot_product_attention(q, k, v, b, scale=scale)  # noqa: E731
+        composed = lambda q, k, v, b: composed_attention(q, k, v, b, scale=scale)  # noqa: E731
+    check = [0, 1, 2] if bias_kind == "constant" else None
+    gradcheck(fused, inputs, check=check)
+    assert_same(fused, composed, inputs)
+
+
+@given(attention_case(), st.sampled_from([0.2, 0.5]))
+def test_attention_dropout(case, p):
+    q, k, v, bias = case
+    fused = lambda q, k, v, b: ops.scaled_dot_product_attention(  # noqa: E731  the same mask every call
+        q, k, v, b, dropout_p=p, generator=generator(9)
+    )
+    gradcheck(fused, [q, k, v, bias])
+    keep = generator(9).random(q.shape[:-1] + (k.shape[-2],), dtype=np.float32) >= p
+    assert_same(fused, lambda q, k, v, b: composed_attention(q, k, v, b, keep=keep, p=p), [q, k, v, bias])
+
+
+def test_attention_dropout_off_in_eval_and_reproducible():
+    rng = np.random.default_rng(0)
+    q, k, v = (Tensor(rng.standard_normal((2, 3, 5, 4))) for _ in range(3))
+    plain = ops.scaled_dot_product_attention(q, k, v).data
+    np.testing.assert_array_equal(ops.scaled_dot_product_attention(q, k, v, dropout_p=0.5, training=False).data, plain)
+    a = ops.scaled_dot_product_attention(q, k, v, dropout_p=0.5, generator=generator(1)).data
+    b = ops.scaled_dot_product_attention(q, k, v, dropout_p=0.5, generator=generator(1)).data
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, plain)
+
+
+def test_attention_returns_weights_before_dropout():
+    rng = np.random.default_rng(1)
+    q, k, v = (Tensor(rng.standard_normal((2, 3, 5, 4)), requires_grad=True) for _ in range(3))
+    bias = Tensor(rng.standard_normal((3, 5, 5)), requires_grad=True)
+    out, weights = ops.scaled_dot_product_attention(q, k, v, bias, dropout_p=0.3, generator=generator(2),
+                                                    return_weights=True)
+    assert weights.shape == (2, 3, 5, 5) and not weights.requires_grad
+    expected = ops.softmax(ops.matmul(q, ops.swapaxes(k, -1, -2)) * 0.5 + bias).data
+    np.testing.assert_allclose(weights.data, expected, rtol=1e-12)
+    out.sum().backward()  # the weights leave the graph intact
+    assert q.grad is not None and bias.grad is not None
+    with no_grad():  # and come back without a graph too, as the analysis tools ask for them
+        out, weights = ops.scaled_dot_product_attention(q, k, v, bias, return_weights=True)
+    np.testing.assert_allclose(weights.data, expected, rtol=1e-12)
+    np.testing.assert_allclose(out.data, np.matmul(expected, v.data), rtol=1e-12)
+
+
+def test_attention_rejects_mismatched_shapes():
+    q = Tensor(np.zeros((2, 5, 4)))
+    with pytest.raises(ValueError):
+        ops.scaled_dot_product_attention(q, Tensor(np.zeros((2, 5, 3))), q)
+    with pytest.raises(ValueError):
+        ops.scaled_dot_product_attention(q, q, Tensor(np.zeros((2, 6, 4))))
+    with pytest.raises(ValueError):  # the bias may not add batch dims to the logits
+        ops.scaled_dot_product_attention(q, q, q, Tensor(np.zeros((3, 2, 5, 5))))
+
+
+def test_attention_float32_stays_float32():
+    rng = np.random.default_rng(0)
+    q, k, v = (Tensor(rng.standard_normal((2, 3, 5, 4)).astype(np.float32), requires_grad=True) for _ in range(3))
+    bias = Tensor(rng.standard_normal((3, 5, 5)).astype(np.float32), requires_grad=True)
+    out, weights = ops.scaled_dot_product_attention(q, k, v, bias, dropout_p=0.1, generator=generator(0),
+                                                    return_weights=True)
+    assert out.dtype == weights.dtype == np.float32
+    (out * out).sum().backward()
+    assert all(t.grad.dtype == np.float32 for t in (q, k, v, bias))
+
+
+def test_attention_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    arrays_ = [rng.standard_normal(s) for s in [(2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 2), (3, 1, 6)]]
+    ours = [Tensor(a, requires_grad=True) for a in arrays_]
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays_]
+    out = ops.scaled_dot_product_attention(*ours, scale=0.3)
+    ref = torch.softmax(theirs[0] @ theirs[1].transpose(-1, -2) * 0.3 + theirs[3], dim=-1) @ theirs[2]
+    upstream = rng.standard_normal(out.shape)
+    out.backward(upstream)
+    ref.backward(torch.from_numpy(upstream))
+    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-12)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.grad, b.grad.numpy(), rtol=1e-10, atol=1e-13)

@@ -1,0 +1,391 @@
+"""Fused ops: gradients by finite differences on drawn shapes, values and gradients against
+their composition from primitive ops (or an independent reference), erf against math.erf,
+the random ops' masks, and float32 kept float32."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autograd import Tensor, gradcheck, no_grad, ops
+from autograd.backend import generator, global_generator, manual_seed
+from autograd.ops.special import erf
+from strategies import arrays, shapes
+
+
+def assert_same(fused, composed, inputs, rtol=1e-10, atol=1e-12):
+    """Two implementations agree on the output and on the gradient of every floating input (float64)."""
+    results = []
+    for fn in (fused, composed):
+        tensors = [Tensor(x.copy(), requires_grad=x.dtype.kind == "f") for x in inputs]
+        out = fn(*tensors)
+        weights = np.random.default_rng(0).standard_normal(out.shape)
+        (out * Tensor(weights)).sum().backward()
+        results.append((out.data, [t.grad for t in tensors if t.requires_grad]))
+    (out_a, grads_a), (out_b, grads_b) = results
+    np.testing.assert_allclose(out_a, out_b, rtol=rtol, atol=atol)
+    for ga, gb in zip(grads_a, grads_b):
+        np.testing.assert_allclose(ga, gb, rtol=rtol, atol=atol)
+
+
+# --- erf ------------------------------------------------------------------------
+
+def test_erf_matches_math_erf_to_1e_14():
+    edges = np.array([0.46875, 4.0, 32.0])
+    points = np.concatenate([
+        np.linspace(-6.0, 6.0, 48001),  # more than one block of the blocked evaluation
+        np.nextafter(edges, 0.0), edges, np.nextafter(edges, np.inf),
+        np.geomspace(1e-300, 1e-3, 200),
+        np.geomspace(6.0, 40.0, 50),
+        [0.0, 5e-324, 1e300],
+    ])
+    points = np.concatenate([points, -points])
+    ref = np.array([math.erf(x) for x in points])
+    np.testing.assert_allclose(erf(points), ref, rtol=1e-14, atol=0)
+
+
+def test_erf_special_values_and_shapes():
+    out = erf(np.array([np.inf, -np.inf, np.nan, -0.0]))
+    assert out[0] == 1.0 and out[1] == -1.0 and np.isnan(out[2])
+    assert out[3] == 0.0 and np.signbit(out[3])  # odd, down to the sign of zero
+    grid = np.linspace(-3, 3, 12).reshape(3, 4)
+    np.testing.assert_allclose(erf(grid.T), [[math.erf(x) for x in row] for row in grid.T], rtol=1e-14)
+    assert erf(np.arange(3)).dtype == np.float64
+    assert erf(np.zeros((2, 0))).shape == (2, 0)
+
+
+def test_erf_float32_stays_float32_and_is_accurate():
+    x = np.linspace(-5, 5, 4001, dtype=np.float32)
+    out = erf(x)
+    assert out.dtype == np.float32
+    ref = np.array([math.erf(float(v)) for v in x])
+    np.testing.assert_allclose(out, ref, rtol=0, atol=3e-7)
+
+
+# --- linear ---------------------------------------------------------------------
+
+@given(shapes(min_dims=0, max_dims=3, max_side=3), st.integers(1, 4), st.integers(1, 4), st.booleans(), st.data())
+def test_linear(lead, n_in, n_out, with_bias, data):
+    x = data.draw(arrays(lead + (n_in,)))
+    w = data.draw(arrays((n_out, n_in)))
+    b = data.draw(arrays((n_out,)))
+    if with_bias:
+        inputs, fused = [x, w, b], ops.linear
+        composed = lambda x, w, b: ops.matmul(x, ops.transpose(w)) + b  # noqa: E731
+    else:
+        inputs, fused = [x, w], ops.linear
+        composed = lambda x, w: ops.matmul(x, ops.transpose(w))  # noqa: E731
+    gradcheck(fused, inputs)
+    assert_same(fused, composed, inputs)
+    assert fused(*(Tensor(a) for a in inputs)).shape == lead + (n_out,)
+
+
+# --- layer norm -----------------------------------------------------------------
+
+def composed_layer_norm(x, weight=None, bias=None, eps=1e-6):
+    out = (x - ops.mean(x, axis=-1, keepdims=True)) / ops.sqrt(ops.var(x, axis=-1, keepdims=True) + eps)
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+@given(shapes(min_dims=0, max_dims=3, max_side=3), st.integers(2, 6), st.booleans(), st.booleans(),
+       st.sampled_from([1e-6, 1e-5, 0.1]), st.data())
+def test_layer_norm(lead, dim, with_weight, with_bias, eps, data):
+    x = data.draw(arrays(lead + (dim,)))
+    w, b = data.draw(arrays((dim,))), data.draw(arrays((dim,)))
+    inputs = [x] + [w] * with_weight + [b] * with_bias
+
+    def split(args):
+        rest = list(args[1:])
+        weight = rest.pop(0) if with_weight else None
+        bias = rest.pop(0) if with_bias else None
+        return args[0], weight, bias
+
+    fused = lambda *a: ops.layer_norm(*split(a), eps=eps)  # noqa: E731
+    composed = lambda *a: composed_layer_norm(*split(a), eps=eps)  # noqa: E731
+    gradcheck(fused, inputs)
+    assert_same(fused, composed, inputs)
+
+
+def test_layer_norm_normalises():
+    x = np.random.default_rng(1).normal(3.0, 5.0, size=(4, 64))
+    out = ops.layer_norm(Tensor(x)).data
+    np.testing.assert_allclose(out.mean(-1), 0, atol=1e-12)
+    np.testing.assert_allclose(out.var(-1), 1, rtol=1e-6)
+
+
+# --- gelu -----------------------------------------------------------------------
+
+def gelu_reference(x):
+    """x Phi(x) and its derivative Phi(x) + x phi(x), elementwise from math.erf."""
+    cdf = np.vectorize(lambda v: 0.5 * (1 + math.erf(v / math.sqrt(2))))(x)
+    pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    return x * cdf, cdf + x * pdf
+
+
+def composed_gelu_tanh(x):
+    u = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+    return 0.5 * x * (1 + ops.tanh(u))
+
+
+@given(shapes(), st.data())
+def test_gelu_exact(shape, data):
+    x = data.draw(arrays(shape, low=-4, high=4))
+    gradcheck(ops.gelu, [x])
+    t = Tensor(x, requires_grad=True)
+    out = ops.gelu(t)
+    out.sum().backward()
+    value, slope = gelu_reference(x)
+    np.testing.assert_allclose(out.data, value, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(t.grad, slope, rtol=1e-13, atol=1e-15)
+
+
+@given(shapes(), st.data())
+def test_gelu_tanh(shape, data):
+    x = data.draw(arrays(shape, low=-4, high=4))
+    fused = lambda a: ops.gelu(a, approximate="tanh")  # noqa: E731
+    gradcheck(fused, [x])
+    assert_same(fused, composed_gelu_tanh, [x])
+
+
+def test_gelu_tails_and_forms_agree():
+    x = np.array([-40.0, -8.0, -1.0, 0.0, 1.0, 8.0, 40.0])
+    exact = ops.gelu(Tensor(x)).data
+    approx = ops.gelu(Tensor(x), approximate="tanh").data
+    np.testing.assert_allclose(exact, [0, 0, -0.15865525393145707, 0, 0.8413447460685429, 8, 40], atol=1e-14)
+    np.testing.assert_allclose(approx, exact, atol=1e-3)  # the approximation's known accuracy
+    with pytest.raises(ValueError):
+        ops.gelu(Tensor(x), approximate="erf")
+
+
+# --- softmax, log_softmax -------------------------------------------------------
+
+def composed_softmax(x, axis):
+    e = ops.exp(x - ops.max(x, axis=axis, keepdims=True))
+    return e / ops.sum(e, axis=axis, keepdims=True)
+
+
+def composed_log_softmax(x, axis):
+    z = x - ops.max(x, axis=axis, keepdims=True)
+    return z - ops.log(ops.sum(ops.exp(z), axis=axis, keepdims=True))
+
+
+@given(shapes(), st.sampled_from(["softmax", "log_softmax"]), st.data())
+def test_softmax(shape, name, data):
+    x = data.draw(arrays(shape, low=-3, high=3))
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    fused_op, composed_op = {
+        "softmax": (ops.softmax, composed_softmax), "log_softmax": (ops.log_softmax, composed_log_softmax),
+    }[name]
+    fused = lambda a: fused_op(a, axis=axis)  # noqa: E731
+    gradcheck(fused, [x])
+    assert_same(fused, lambda a: composed_op(a, axis), [x])
+
+
+def test_softmax_is_stable():
+    x = Tensor(np.array([[1000.0, 0.0, -1000.0], [-1e4, -1e4, -1e4]]))
+    np.testing.assert_allclose(ops.softmax(x).data, [[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]], atol=1e-300)
+    np.testing.assert_allclose(ops.log_softmax(x).data[0], [0, -1000, -2000])
+
+
+# --- cross entropy --------------------------------------------------------------
+
+def composed_cross_entropy(logits, q, row_weight, reduction):
+    """-sum(q log_softmax(logits)) per row, weighted, from primitive ops; q is the full target distribution."""
+    losses = -ops.sum(Tensor(q) * composed_log_softmax(logits, -1), axis=-1) * Tensor(row_weight)
+    if reduction == "none":
+        return losses
+    total = ops.sum(losses)
+    return total / max(row_weight.sum(), 1) if reduction == "mean" else total
+
+
+@given(shapes(min_dims=1, max_dims=3, max_side=3), st.integers(1, 4), st.sampled_from([0.0, 0.1, 0.7]),
+       st.sampled_from(["mean", "sum", "none"]), st.sampled_from([-100, 1]), st.data())
+def test_cross_entropy_labels(lead, n_class, smoothing, reduction, ignore_index, data):
+    x = data.draw(arrays(lead + (n_class,), low=-3, high=3))
+    labels = data.draw(st.integers(0, 2**32 - 1).map(lambda s: np.random.default_rng(s).integers(0, n_class, lead)))
+    ignored = data.draw(st.integers(0, 2**32 - 1).map(lambda s: np.random.default_rng(s).random(lead) < 0.3))
+    labels[ignored] = ignore_index
+    counted = labels != ignore_index
+    q = np.where(counted[..., None], np.eye(n_class)[np.where(counted, labels, 0)], 0.0)
+    q = (1 - smoothing) * q + smoothing / n_class
+
+    fused = lambda a: ops.cross_entropy(  # noqa: E731
+        a, labels, label_smoothing=smoothing, ignore_index=ignore_index, reduction=reduction
+    )
+    gradcheck(fused, [x])
+    assert_same(fused, lambda a: composed_cross_entropy(a, q, counted.astype(float), reduction), [x])
+
+
+@given(shapes(min_dims=1, max_dims=3, max_side=3), st.integers(1, 4), st.sampled_from([0.0, 0.2]),
+       st.sampled_from(["mean", "sum", "none"]), st.data())
+def test_cross_entropy_soft_targets(lead, n_class, smoothing, reduction, data):
+    x = data.draw(arrays(lead + (n_class,), low=-3, high=3))
+    target = data.draw(st.integers(0, 2**32 - 1).map(
+        lambda s: np.random.default_rng(s).dirichlet(np.ones(n_class), size=lead)
+    ))
+    q = (1 - smoothing) * target + smoothing / n_class
+    fused = lambda a: ops.cross_entropy(a, target, label_smoothing=smoothing, reduction=reduction)  # noqa: E731
+    gradcheck(fused, [x], check=[0])
+    assert_same(fused, lambda a: composed_cross_entropy(a, q, np.ones(lead), reduction), [x])
+
+
+def test_cross_entropy_soft_target_gets_no_gradient():
+    target = Tensor(np.full((2, 3), 1 / 3), requires_grad=True)
+    logits = Tensor(np.zeros((2, 3)), requires_grad=True)
+    ops.cross_entropy(logits, target).backward()
+    assert target.grad is None and logits.grad is not None
+
+
+def test_cross_entropy_all_ignored_is_zero():
+    logits = Tensor(np.random.default_rng(0).standard_normal((3, 4)), requires_grad=True)
+    loss = ops.cross_entropy(logits, np.full(3, -100), label_smoothing=0.1)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert np.all(logits.grad == 0)
+
+
+def test_cross_entropy_known_value_and_shape_errors():
+    logits = Tensor(np.log(np.array([[0.5, 0.25, 0.25]])))
+    np.testing.assert_allclose(ops.cross_entropy(logits, np.array([1])).item(), math.log(4))
+    with pytest.raises(ValueError):
+        ops.cross_entropy(logits, np.array([1, 2]))
+    with pytest.raises(ValueError):
+        ops.cross_entropy(logits, np.array([1]), reduction="max")
+
+
+@pytest.mark.parametrize("case", ["labels", "soft"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_matches_torch(case, reduction):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 5))
+    if case == "labels":
+        target = np.array([0, 4, -100, 2, 2, -100])
+        torch_target = torch.from_numpy(target)
+    else:
+        target = rng.dirichlet(np.ones(5), size=6)
+        torch_target = torch.from_numpy(target)
+    t = Tensor(x, requires_grad=True)
+    ours = ops.cross_entropy(t, target, label_smoothing=0.1, reduction=reduction)
+    ours.sum().backward()
+    tx = torch.tensor(x, requires_grad=True)
+    theirs = torch.nn.functional.cross_entropy(tx, torch_target, label_smoothing=0.1, reduction=reduction)
+    theirs.sum().backward()
+    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(t.grad, tx.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+# --- dropout, drop_path ---------------------------------------------------------
+
+def test_dropout_mask_is_reproducible_and_scaled():
+    x = Tensor(np.ones((50, 40), dtype=np.float32))
+    a = ops.dropout(x, 0.25, generator=generator(7)).data
+    b = ops.dropout(x, 0.25, generator=generator(7)).data
+    c = ops.dropout(x, 0.25, generator=generator(8)).data
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert set(np.unique(a)) == {0.0, np.float32(1 / 0.75)}
+
+
+def test_dropout_uses_the_global_generator():
+    x = Tensor(np.ones(1000))
+    try:
+        manual_seed(11)
+        a = ops.dropout(x, 0.5).data
+        manual_seed(11)
+        b = ops.dropout(x, 0.5).data
+        manual_seed(11)
+        expected = global_generator("cpu").random(1000, dtype=np.float32) >= 0.5
+    finally:
+        manual_seed(0)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a != 0, expected)
+
+
+def test_dropout_preserves_the_expected_value():
+    x = Tensor(np.full(400_000, 3.0, dtype=np.float32))
+    out = ops.dropout(x, 0.3, generator=generator(1)).data
+    assert abs(out.mean() - 3.0) < 0.02
+    assert abs((out == 0).mean() - 0.3) < 0.005
+
+
+@given(shapes(), st.sampled_from([0.1, 0.5, 0.9]), st.data())
+def test_dropout_gradient(shape, p, data):
+    x = data.draw(arrays(shape))
+    fn = lambda a: ops.dropout(a, p, generator=generator(3))  # noqa: E731  the same mask every call
+    gradcheck(fn, [x])
+    t = Tensor(x, requires_grad=True)
+    out = fn(t)
+    upstream = np.random.default_rng(0).standard_normal(shape)
+    out.backward(upstream)
+    keep = generator(3).random(shape, dtype=np.float32) >= p
+    np.testing.assert_allclose(t.grad, upstream * keep / (1 - p), rtol=1e-14)
+    np.testing.assert_allclose(out.data, x * keep / (1 - p), rtol=1e-14)
+
+
+@pytest.mark.parametrize("op", [ops.dropout, ops.drop_path])
+def test_random_ops_are_the_identity_when_off(op):
+    x = Tensor(np.ones((3, 4)), requires_grad=True)
+    assert op(x, 0.5, training=False) is x
+    assert op(x, 0.0) is x
+    np.testing.assert_array_equal(op(x, 1.0).data, 0)
+    with pytest.raises(ValueError):
+        op(x, 1.5)
+
+
+def test_drop_path_drops_whole_samples():
+    x = np.random.default_rng(0).uniform(1, 2, size=(64, 3, 5))
+    out = ops.drop_path(Tensor(x), 0.5, generator=generator(2)).data
+    dropped = np.all(out == 0, axis=(1, 2))
+    kept = np.all(np.isclose(out, x / 0.5, rtol=1e-14), axis=(1, 2))
+    assert np.all(dropped ^ kept)
+    assert 10 < dropped.sum() < 54
+
+
+def test_drop_path_preserves_the_expected_value():
+    x = Tensor(np.ones((200_000, 2), dtype=np.float32))
+    out = ops.drop_path(x, 0.25, generator=generator(4)).data
+    assert out.dtype == np.float32
+    assert abs(out.mean() - 1.0) < 0.01
+
+
+@given(shapes(min_dims=1), st.sampled_from([0.2, 0.6]), st.data())
+def test_drop_path_gradient(shape, p, data):
+    x = data.draw(arrays(shape))
+    gradcheck(lambda a: ops.drop_path(a, p, generator=generator(5)), [x])
+
+
+# --- float32 end to end ---------------------------------------------------------
+
+FLOAT32_CASES = {
+    "linear": (lambda x, w: ops.linear(x, w, w[0]), [(2, 3, 4), (4, 4)]),
+    "layer_norm": (lambda x, w: ops.layer_norm(x, w, w), [(2, 3, 4), (4,)]),
+    "gelu": (lambda x: ops.gelu(x), [(2, 3, 4)]),
+    "gelu_tanh": (lambda x: ops.gelu(x, approximate="tanh"), [(2, 3, 4)]),
+    "softmax": (lambda x: ops.softmax(x, axis=1), [(2, 3, 4)]),
+    "log_softmax": (lambda x: ops.log_softmax(x), [(2, 3, 4)]),
+    "cross_entropy": (lambda x: ops.cross_entropy(x, np.array([[0, 1, -100], [3, 3, 2]]), 0.1), [(2, 3, 4)]),
+    "cross_entropy_soft": (lambda x, t: ops.cross_entropy(x, t, reduction="none"), [(2, 3, 4), (2, 3, 4)]),
+    "dropout": (lambda x: ops.dropout(x, 0.5, generator=generator(0)), [(2, 3, 4)]),
+    "drop_path": (lambda x: ops.drop_path(x, 0.5, generator=generator(0)), [(2, 3, 4)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT32_CASES))
+def test_float32_stays_float32(name):
+    fn, in_shapes = FLOAT32_CASES[name]
+    rng = np.random.default_rng(0)
+    inputs = [Tensor(rng.random(s).astype(np.float32), requires_grad=True) for s in in_shapes]
+    out = fn(*inputs)
+    assert out.dtype == np.float32
+    (out * out).sum().backward()
+    assert inputs[0].grad.dtype == np.float32
+    for t in inputs[1:]:
+        assert t.grad is None or t.grad.dtype == np.float32
+    with no_grad():
+        assert fn(*inputs).dtype == np.float32
