@@ -1,0 +1,503 @@
+"""The Vision Transformer of Dosovitskiy et al. (2020), "An Image is Worth 16x16 Words", on ``autograd``.
+
+The model of the paper's Sec. 3.1, equations (1)-(4):
+
+    z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos      patches, projected; [class] token; positions
+    z'_l = MSA(LN(z_{l-1})) + z_{l-1}                    l = 1..L
+    z_l = MLP(LN(z'_l)) + z'_l
+    y = head(LN(z_L^0))                                  the [class] token's output
+
+with every choice the paper ablates selectable in ``ViTConfig`` (``npvit/config.py``):
+the position embedding's kind and where it is added (Appendix D.4, ``pos_embed.py``),
+[class] token or global average pooling (Appendix D.3), the pre-training head with its
+tanh layer or the zero-initialised linear fine-tuning head (Sec. 3.1 / 3.2), the hybrid's
+ResNet stem (``hybrid.py``), masked patch prediction (Sec. 4.6), dropout, attention
+dropout and stochastic depth.
+
+Parameter names are timm's ``vision_transformer.py``, so state dicts move one-to-one:
+``cls_token`` (1, 1, D), ``pos_embed`` (1, N+1, D), ``patch_embed.proj.{weight (D, C, P, P),
+bias}``, ``blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}.{weight, bias}``,
+``norm`` (with ``global_pool="avg"``: ``fc_norm`` instead, after pooling, as timm),
+``pre_logits.fc`` (the tanh layer, old timm's name), ``head``; the hybrid's ResNet under
+``patch_embed.backbone``. Names of our own for the variants timm lacks:
+
+- ``pos_embed_row`` (rows, D/2), ``pos_embed_col`` (cols, D/2): the 2-D position embedding;
+- ``rel_pos_embed`` (2 rows - 1, 2 cols - 1, D): the relative one;
+- with ``pos_embed_at="every_block"`` these (and ``pos_embed``) live on each block,
+  ``blocks.{i}.pos_embed``; with ``"input"`` and ``"every_block_shared"`` on the model;
+- ``mask_token`` (1, 1, D) and ``mpp_head`` (D, outputs): masked patch prediction.
+
+Masked patch prediction (the self-supervised pre-training of Sec. 4.6 / Appendix B.1.2)
+is split between the model and the trainer: ``mpp_corruption`` draws which patches to
+corrupt, ``forward_mpp(x, mask, replace_with)`` corrupts the patch embeddings and
+predicts every patch's target, ``mpp_targets(images)`` computes the targets, and the
+trainer takes the loss over the corrupted positions.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from autograd import backend, init
+from autograd.nn import Dropout, DropPath, GELU, Identity, LayerNorm, Linear, Module, ModuleList, Parameter
+from autograd.ops import concatenate, linear, scaled_dot_product_attention, where
+from autograd.tensor import Tensor
+
+from . import pos_embed as pe
+from .config import ViTConfig, get_config
+from .hybrid import ResNetBackbone
+
+LN_EPS = 1e-6
+
+
+class PatchProjection(Module):
+    """The patch embedding matrix E: each P x P patch, flattened, times E, plus a bias.
+
+    The weight is stored (D, C, P, P) like the convolution kernel timm uses, so timm and
+    Google weights load unchanged, but applied as what it is: cut the image into
+    patches, flatten each to C P P numbers, one matrix product.
+    """
+
+    def __init__(self, in_chans, embed_dim, patch_size):
+        super().__init__()
+        self.patch_size = patch_size
+        dtype = backend.default_dtype()
+        self.weight = Parameter(np.zeros((embed_dim, in_chans, patch_size, patch_size), dtype=dtype))
+        self.bias = Parameter(np.zeros((embed_dim,), dtype=dtype))
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        p = self.patch_size
+        gh, gw = H // p, W // p
+        x = x.reshape(B, C, gh, p, gw, p).transpose(0, 2, 4, 1, 3, 5)   # (B, gh, gw, C, P, P)
+        x = x.reshape(B, gh * gw, C * p * p)                                # (B, N, C P P)
+        return linear(x, self.weight.reshape(self.weight.shape[0], -1), self.bias)  # (B, N, D)
+
+
+class PatchEmbed(Module):
+    """Image (B, C, H, W) to patch embeddings (B, N, D), through the hybrid's ResNet if there is one."""
+
+    def __init__(self, cfg: ViTConfig, generator=None):
+        super().__init__()
+        channels = cfg.in_chans
+        if cfg.hybrid_layers is not None:
+            self.backbone = ResNetBackbone(
+                cfg.in_chans, cfg.hybrid_layers, cfg.hybrid_width, cfg.hybrid_stem_kernel, cfg.hybrid_stem_stride,
+                cfg.hybrid_stem_pool, cfg.hybrid_groups, generator,
+            )
+            channels = self.backbone.out_channels
+        else:
+            self.backbone = None
+        self.proj = PatchProjection(channels, cfg.embed_dim, cfg.patch_size)
+
+    def forward(self, x):
+        if self.backbone is not None:
+            x = self.backbone(x)                                            # (B, C', H', W')
+        return self.proj(x)                                                 # (B, N, D)
+
+
+class Attention(Module):
+    """Multi-head self-attention with one fused q/k/v projection, as timm."""
+
+    def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0.0, proj_drop=0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.attn_drop = attn_drop
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
+        self.proj_drop = Dropout(proj_drop)
+
+    def forward(self, x, position_bias=None, return_weights=False):
+        """``position_bias``: None, or a function of the queries (B, H, N, d) giving logits to add (B, H, N, N)."""
+        B, N, D = x.shape
+        H = self.num_heads
+        qkv = self.qkv(x).reshape(B, N, 3, H, D // H).transpose(2, 0, 3, 1, 4)   # (3, B, H, N, d)
+        q, k, v = qkv[0], qkv[1], qkv[2]                                      # (B, H, N, d) each
+        bias = None if position_bias is None else position_bias(q)          # (B, H, N, N)
+        out = scaled_dot_product_attention(
+            q, k, v, bias=bias, dropout_p=self.attn_drop, training=self.training, return_weights=return_weights,
+        )
+        out, weights = out if return_weights else (out, None)
+        out = out.transpose(0, 2, 1, 3).reshape(B, N, D)                    # (B, N, D)
+        out = self.proj_drop(self.proj(out))
+        return (out, weights) if return_weights else out
+
+
+class Mlp(Module):
+    """Linear, GELU, dropout, linear, dropout."""
+
+    def __init__(self, dim, hidden, drop=0.0, approximate="none"):
+        super().__init__()
+        self.fc1 = Linear(dim, hidden)
+        self.act = GELU(approximate)
+        self.drop1 = Dropout(drop)
+        self.fc2 = Linear(hidden, dim)
+        self.drop2 = Dropout(drop)
+
+    def forward(self, x):
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))    # (B, N, hidden) -> (B, N, D)
+
+
+class Block(Module):
+    """A pre-LayerNorm encoder block: x + MSA(LN(x)), then x + MLP(LN(x)), each branch with stochastic depth."""
+
+    def __init__(self, cfg: ViTConfig, drop_path=0.0):
+        super().__init__()
+        self.norm1 = LayerNorm(cfg.embed_dim, eps=LN_EPS)
+        self.attn = Attention(cfg.embed_dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.proj_drop_rate)
+        self.drop_path1 = DropPath(drop_path)
+        self.norm2 = LayerNorm(cfg.embed_dim, eps=LN_EPS)
+        self.mlp = Mlp(cfg.embed_dim, cfg.mlp_hidden_dim, cfg.proj_drop_rate, cfg.gelu_approximate)
+        self.drop_path2 = DropPath(drop_path)
+
+    def forward(self, x, position_bias=None, return_weights=False):
+        a = self.attn(self.norm1(x), position_bias, return_weights)
+        a, weights = a if return_weights else (a, None)
+        x = x + self.drop_path1(a)
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return (x, weights) if return_weights else x
+
+
+class PreLogits(Module):
+    """The pre-training head's hidden layer: linear then tanh (``pre_logits.fc``)."""
+
+    def __init__(self, dim, size):
+        super().__init__()
+        self.fc = Linear(dim, size)
+
+    def forward(self, x):
+        return self.fc(x).tanh()
+
+
+class VisionTransformer(Module):
+    """The ViT: ``model(images)`` gives logits (B, num_classes).
+
+    Build with ``VisionTransformer(cfg)``, ``VisionTransformer(**fields)`` or, by name,
+    ``npvit.create_model``. Initialisation follows the reference implementations:
+    truncated-normal (std 0.02) position embeddings, [class] and mask tokens; xavier-uniform
+    linear weights (q, k and v each as its own D x D map), zero biases except the MLP's
+    (N(0, 1e-6)); LeCun-normal patch projection and pre-logits layer; zero head. Draws come
+    from ``generator`` (a NumPy/CuPy Generator), else from the global one.
+    """
+
+    def __init__(self, cfg: ViTConfig | None = None, *, generator=None, **fields):
+        super().__init__()
+        cfg = (cfg or ViTConfig()).replace(**fields) if fields else (cfg or ViTConfig())
+        self.cfg = cfg
+        D = cfg.embed_dim
+        dtype = backend.default_dtype()
+        self.patch_embed = PatchEmbed(cfg, generator)
+        self.cls_token = Parameter(np.zeros((1, 1, D), dtype=dtype)) if cfg.class_token else None
+        self.mask_token = Parameter(np.zeros((1, 1, D), dtype=dtype)) if cfg.mask_token else None
+        self.pos_drop = Dropout(cfg.pos_drop_rate)
+        rates = np.linspace(0.0, cfg.drop_path_rate, cfg.depth)
+        self.blocks = ModuleList(Block(cfg, float(r)) for r in rates)
+        for owner in self._position_owners():
+            for name, p in pe.make_params(cfg.pos_embed, cfg.grid_size, D, cfg.num_prefix_tokens).items():
+                setattr(owner, name, p)
+        self._set_relative_index()
+        self.norm = Identity() if cfg.use_fc_norm else LayerNorm(D, eps=LN_EPS)
+        self.fc_norm = LayerNorm(D, eps=LN_EPS) if cfg.use_fc_norm else Identity()
+        self.head_drop = Dropout(cfg.drop_rate)
+        rep = cfg.representation_size
+        self.pre_logits = PreLogits(D, rep) if rep else Identity()
+        self.head = Linear(rep or D, cfg.num_classes) if cfg.num_classes else Identity()
+        self.mpp_head = Linear(D, _mpp_outputs(cfg)) if cfg.mpp_target else None
+        self._init_weights(generator)
+
+    # --- construction helpers -------------------------------------------------------
+    def _position_owners(self) -> list:
+        """The modules holding position parameters: every block, or the model itself."""
+        return list(self.blocks) if self.cfg.pos_embed_at == "every_block" else [self]
+
+    def _position_owner(self, i):
+        """The module whose position parameters block ``i`` uses, or None when it gets none."""
+        cfg = self.cfg
+        if cfg.pos_embed == "none" or (cfg.pos_embed_at == "input" and i > 0):
+            return None
+        return self.blocks[i] if cfg.pos_embed_at == "every_block" else self
+
+    def _set_relative_index(self):
+        if self.cfg.pos_embed == "relative":
+            index = pe.relative_index(self.cfg.grid_size)
+            device = self.patch_embed.proj.weight.device
+            self.register_buffer("rel_pos_index", backend.to_device(index, device), persistent=False)
+
+    def _init_weights(self, generator):
+        for name, m in self.named_modules():
+            if isinstance(m, Linear):
+                if name == "head":
+                    init.zeros_(m.weight)
+                elif name == "pre_logits.fc":
+                    init.lecun_normal_(m.weight, generator)
+                elif name.endswith("attn.qkv"):
+                    # the original has separate q, k, v maps, each xavier over D x D
+                    bound = (6.0 / (2 * m.in_features)) ** 0.5
+                    init.uniform_(m.weight, -bound, bound, generator)
+                else:
+                    init.xavier_uniform_(m.weight, generator=generator)
+                if m.bias is not None:
+                    if ".mlp." in f".{name}.":
+                        init.normal_(m.bias, std=1e-6, generator=generator)
+                    else:
+                        init.zeros_(m.bias)
+            elif isinstance(m, PatchProjection):
+                init.lecun_normal_(m.weight, generator)
+                init.zeros_(m.bias)
+        for name, p in self.named_parameters():
+            if name.rsplit(".", 1)[-1] in pe.ALL_PARAM_NAMES + ("cls_token", "mask_token"):
+                init.trunc_normal_(p, std=0.02, generator=generator)
+
+    @property
+    def device(self) -> str:
+        """Where the parameters live."""
+        return self.patch_embed.proj.weight.device
+
+    @property
+    def dtype(self):
+        """The parameters' floating dtype."""
+        return self.patch_embed.proj.weight.dtype
+
+    # --- forward ----------------------------------------------------------------------
+    def _as_input(self, x) -> Tensor:
+        """Images as a Tensor in the model's dtype, checked against the config."""
+        if not isinstance(x, Tensor):
+            x = Tensor(x, device=self.device)
+        cfg = self.cfg
+        if x.ndim != 4:
+            raise ValueError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != cfg.in_chans:
+            raise ValueError(f"images have {x.shape[1]} channels but the model takes in_chans={cfg.in_chans}")
+        hw = tuple(x.shape[2:])
+        if hw != cfg.image_hw:
+            p = cfg.effective_patch_size
+            why = f", and {hw} is not divisible by the patch size {p}" if hw[0] % p or hw[1] % p else ""
+            raise ValueError(
+                f"image size {hw} does not match the model's img_size {cfg.image_hw}{why}; "
+                "resize the position embeddings first with model.set_img_size(...)"
+            )
+        return x.astype(self.dtype) if x.dtype != self.dtype else x
+
+    def _corrupt(self, x, mask, replace_with):
+        """Corrupt patch embeddings x (B, N, D) for masked patch prediction (see ``forward_features``)."""
+        B, N, D = x.shape
+        xp = x.xp
+        if replace_with is not None:
+            src = _array_on(replace_with, x.device).reshape(-1)
+            if src.size != B * N or int(src.max()) >= B * N or int(src.min()) < -1:
+                raise ValueError(f"replace_with must be (B, N) = {(B, N)} with values in [-1, {B * N})")
+            src = xp.where(src < 0, xp.arange(B * N), src)
+            x = x.reshape(B * N, D)[src].reshape(B, N, D)                  # (B, N, D), other patches' embeddings
+        if mask is not None:
+            if self.mask_token is None:
+                raise ValueError("a mask was given but the model has no mask token; build it with mask_token=True")
+            m = _array_on(mask, x.device)
+            if m.shape != (B, N):
+                raise ValueError(f"mask must be (B, N) = {(B, N)}, not {m.shape}")
+            x = where(Tensor(m.astype(bool)[:, :, None]), self.mask_token, x)  # (B, N, D)
+        return x
+
+    def forward_features(self, x, mask=None, replace_with=None, return_attention=False, return_tokens=False):
+        """The encoder: images (B, C, H, W) to normalised tokens (B, N', D), [class] token first.
+
+        For masked patch prediction the patch embeddings can be corrupted before the
+        [class] token and positions are added:
+
+        - ``replace_with`` (B, N) ints: where >= 0, that patch's embedding is replaced by
+          the embedding of patch ``replace_with`` of the flattened batch (index b * N + n),
+          i.e. by another random patch; -1 keeps it.
+        - ``mask`` (B, N) bools: where True the embedding becomes the learned ``mask_token``
+          (applied after ``replace_with``, so it wins where both are set).
+
+        With ``return_attention`` / ``return_tokens`` it returns ``(tokens, extras)``:
+        ``extras["attention"]`` the list of every block's detached attention weights
+        (B, H, N', N'), ``extras["tokens"]`` the depth + 1 token sequences (B, N', D): the
+        input of the first block (positions added) and each block's output.
+        """
+        cfg = self.cfg
+        x = self.patch_embed(self._as_input(x))                             # (B, N, D)
+        if mask is not None or replace_with is not None:
+            x = self._corrupt(x, mask, replace_with)
+        B = x.shape[0]
+        if self.cls_token is not None:
+            cls = self.cls_token.broadcast_to((B, 1, cfg.embed_dim))
+            x = concatenate([cls, x], axis=1)                           # (B, N', D)
+        attention, tokens = [], []
+        for i, block in enumerate(self.blocks):
+            owner, bias = self._position_owner(i), None
+            if owner is not None and cfg.pos_embed == "relative":
+                bias = partial(pe.relative_bias, table=owner.rel_pos_embed, index=self.rel_pos_index,
+                               num_prefix_tokens=cfg.num_prefix_tokens)
+            elif owner is not None:
+                params = {n: getattr(owner, n) for n in pe.PARAM_NAMES[cfg.pos_embed]}
+                x = x + pe.absolute(cfg.pos_embed, params, cfg.num_prefix_tokens)  # (B, N', D)
+            if i == 0:
+                x = self.pos_drop(x)
+                if return_tokens:
+                    tokens.append(x)
+            x = block(x, bias, return_attention)
+            if return_attention:
+                x, weights = x
+                attention.append(weights)
+            if return_tokens:
+                tokens.append(x)
+        x = self.norm(x)
+        if return_attention or return_tokens:
+            return x, {"attention": attention, "tokens": tokens}
+        return x
+
+    def forward_head(self, x, pre_logits=False):
+        """Pool the tokens (B, N', D) ([class] token or the patches' mean) and classify; ``pre_logits``
+        stops before the last linear layer."""
+        if self.cfg.global_pool == "avg":
+            x = x[:, self.cfg.num_prefix_tokens:].mean(axis=1)             # (B, D)
+        else:
+            x = x[:, 0]                                                     # (B, D)
+        x = self.pre_logits(self.head_drop(self.fc_norm(x)))               # (B, D or representation_size)
+        return x if pre_logits else self.head(x)                           # (B, num_classes)
+
+    def forward(self, x, return_attention=False, return_tokens=False):
+        """Logits (B, num_classes) of images (B, C, H, W) (NumPy/CuPy array or Tensor).
+
+        With ``return_attention`` / ``return_tokens``: ``(logits, extras)``, extras as in
+        ``forward_features``.
+        """
+        if return_attention or return_tokens:
+            x, extras = self.forward_features(x, return_attention=return_attention, return_tokens=return_tokens)
+            return self.forward_head(x), extras
+        return self.forward_head(self.forward_features(x))
+
+    def forward_mpp(self, x, mask=None, replace_with=None):
+        """Masked patch prediction: every patch position's prediction of its target.
+
+        Images (B, C, H, W), optionally corrupted (see ``forward_features``). Returns a
+        Tensor of logits (B, N, K) for ``mpp_target="mean_color"`` (K = ``cfg.mpp_num_colors``,
+        512 for RGB), logits (B, N, mpp_grid^2, K) for ``"patch_color"``, or pixel values
+        (B, N, C P P) for ``"pixels"``; compare with ``mpp_targets(images)`` at the
+        corrupted positions.
+        """
+        if self.mpp_head is None:
+            raise ValueError("the model has no masked-patch-prediction head; build it with mpp_target=...")
+        x = self.forward_features(x, mask=mask, replace_with=replace_with)
+        x = self.fc_norm(x[:, self.cfg.num_prefix_tokens:])                # (B, N, D)
+        out = self.mpp_head(x)                                             # (B, N, outputs)
+        if self.cfg.mpp_target == "patch_color":
+            B, N = out.shape[:2]
+            out = out.reshape(B, N, self.cfg.mpp_grid ** 2, self.cfg.mpp_num_colors)  # (B, N, cells, colours)
+        return out
+
+    def mpp_targets(self, images):
+        """Masked-patch-prediction targets of images (B, C, H, W) with values in [0, 1]; see ``mpp_targets``."""
+        return mpp_targets(images, self.cfg)
+
+    # --- changing the model ------------------------------------------------------------
+    def reset_classifier(self, num_classes):
+        """Replace the head by a zero-initialised linear layer for fine-tuning, dropping the
+        pre-training head's tanh layer as the paper does (Sec. 3.2)."""
+        self.cfg = self.cfg.replace(num_classes=num_classes, representation_size=None)
+        self.pre_logits = Identity()
+        if num_classes:
+            with backend.default_dtype_as(self.dtype):
+                head = Linear(self.cfg.embed_dim, num_classes)
+            init.zeros_(head.weight)
+            init.zeros_(head.bias)
+            self.head = head.to(self.device)
+        else:
+            self.head = Identity()
+        return self
+
+    def set_img_size(self, img_size, interpolation="bicubic"):
+        """Take images of another size: interpolate every position embedding to the new patch
+        grid (``interpolation`` "bilinear" or "bicubic"), keeping the [class] embedding apart.
+
+        The position Parameters are replaced by new ones, so build the optimizer afterwards.
+        """
+        old, new = self.cfg, self.cfg.replace(img_size=img_size)
+        for owner in self._position_owners():
+            for name in pe.PARAM_NAMES[old.pos_embed]:
+                data = pe.resize(name, getattr(owner, name).data, old.grid_size, new.grid_size,
+                                 old.num_prefix_tokens, interpolation)
+                setattr(owner, name, Parameter(data))
+        self.cfg = new
+        self._set_relative_index()
+        return self
+
+
+def _array_on(a, device):
+    """An array-like (list, NumPy or CuPy array) as an array on ``device``."""
+    return backend.to_device(a if backend.is_gpu_array(a) else np.asarray(a), device)
+
+
+def _mpp_outputs(cfg: ViTConfig) -> int:
+    """Width of the masked-patch-prediction head."""
+    if cfg.mpp_target == "mean_color":
+        return cfg.mpp_num_colors
+    if cfg.mpp_target == "patch_color":
+        return cfg.mpp_grid ** 2 * cfg.mpp_num_colors
+    return cfg.in_chans * cfg.effective_patch_size ** 2
+
+
+def mpp_corruption(batch_size, num_patches, generator, corrupt_prob=0.5, mask_prob=0.8, random_prob=0.1):
+    """Draw the corruption of masked patch prediction, BERT-style (paper Sec. 4.6).
+
+    In each image ``round(corrupt_prob * num_patches)`` patches are chosen; of those, each
+    is replaced by the mask token with probability ``mask_prob``, by a random patch of the
+    batch with ``random_prob``, and left as it is otherwise. Returns ``(selected, mask,
+    replace_with)``, all (B, N) arrays on the generator's device: ``selected`` the positions
+    to predict (the loss goes over these), ``mask`` and ``replace_with`` to pass to
+    ``forward_mpp``.
+    """
+    B, N = batch_size, num_patches
+    u = generator.random((B, N))
+    xp = backend.get_array_module(u)
+    rank = xp.argsort(xp.argsort(u, axis=1), axis=1)                      # (B, N) a random permutation per image
+    selected = rank < int(round(corrupt_prob * N))
+    v = generator.random((B, N))
+    mask = selected & (v < mask_prob)
+    randomised = selected & (v >= mask_prob) & (v < mask_prob + random_prob)
+    replace_with = xp.where(randomised, generator.integers(0, B * N, size=(B, N)), -1)
+    return selected, mask, replace_with
+
+
+def _quantize(values, bits, channels_axis):
+    """Colour class of each cell: every channel in [0, 1] cut to ``bits`` bits, channels as digits."""
+    xp = backend.get_array_module(values)
+    levels = 2 ** bits
+    q = xp.clip(xp.floor(values * levels), 0, levels - 1).astype(np.int64)
+    digits = levels ** xp.arange(q.shape[channels_axis] - 1, -1, -1)      # first channel most significant
+    shape = [1] * q.ndim
+    shape[channels_axis] = -1
+    return (q * digits.reshape(shape)).sum(axis=channels_axis)
+
+
+def mpp_targets(images, cfg: ViTConfig):
+    """Targets of masked patch prediction for images (B, C, H, W) in [0, 1] (not yet normalised).
+
+    ``"mean_color"``: (B, N) ints, the patch's mean colour at ``mpp_bits`` bits per channel
+    (512 classes for RGB at 3 bits); ``"patch_color"``: (B, N, mpp_grid^2) ints, the same
+    for each cell of the patch shrunk to mpp_grid x mpp_grid (row-major cells);
+    ``"pixels"``: (B, N, C P P) floats, the patch's pixels in the patch embedding's order.
+    """
+    if cfg.mpp_target is None:
+        raise ValueError("the config has no mpp_target")
+    images = images.data if isinstance(images, Tensor) else images
+    B, C, H, W = images.shape
+    p = cfg.effective_patch_size
+    gh, gw = H // p, W // p
+    if (H, W) != cfg.image_hw or H % p or W % p:
+        raise ValueError(f"images of size {(H, W)} do not cut into {p} x {p} patches of img_size {cfg.image_hw}")
+    patches = images.reshape(B, C, gh, p, gw, p)                           # (B, C, gh, P, gw, P)
+    if cfg.mpp_target == "mean_color":
+        return _quantize(patches.mean(axis=(3, 5)), cfg.mpp_bits, 1).reshape(B, gh * gw)  # (B, N)
+    if cfg.mpp_target == "patch_color":
+        s = cfg.mpp_grid
+        cells = patches.reshape(B, C, gh, s, p // s, gw, s, p // s).mean(axis=(4, 7))  # (B, C, gh, s, gw, s)
+        classes = _quantize(cells, cfg.mpp_bits, 1)                        # (B, gh, s, gw, s)
+        return classes.transpose(0, 1, 3, 2, 4).reshape(B, gh * gw, s * s)  # (B, N, s s)
+    return patches.transpose(0, 2, 4, 1, 3, 5).reshape(B, gh * gw, C * p * p)  # (B, N, C P P)
+
+
+def create_model(name: str, *, generator=None, **overrides) -> VisionTransformer:
+    """A VisionTransformer by registered name (see ``list_models``), any config field overridden by keyword."""
+    return VisionTransformer(get_config(name, **overrides), generator=generator)

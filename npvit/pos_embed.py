@@ -1,0 +1,121 @@
+"""Position embeddings, all four kinds of the paper's Appendix D.4, and their resizing.
+
+Self-attention is blind to order, so a ViT is told where each patch came from:
+
+- ``"none"``: it is not told (a bag of patches).
+- ``"1d"``: one learned D-vector per position of the flattened sequence, the [class]
+  token's included (``pos_embed``, (1, N+1, D)); the paper's default, and timm's.
+- ``"2d"``: a learned row vector (``pos_embed_row``, (rows, D/2)) and column vector
+  (``pos_embed_col``, (cols, D/2)); a patch gets its row's and column's concatenated,
+  the [class] token gets nothing.
+- ``"relative"``: a learned D-vector per 2-D offset (dy, dx) between a query patch and a
+  key patch (``rel_pos_embed``, (2 rows - 1, 2 cols - 1, D), split into heads like the
+  queries). Each head's query is dotted with the vector of each key's offset, scaled
+  like the content logits, and added to the attention logits before the softmax;
+  pairs with the [class] token get no term, having no offset.
+
+The absolute kinds are added to the tokens; the relative kind is an attention bias.
+
+Fine-tuning at a higher resolution keeps the patch size, so the grid grows and the
+learned tables are interpolated to it (Sec. 3.2): the 1-D table as a (rows, cols) image
+with the [class] vector kept apart, the 2-D row and column tables each along its axis,
+the relative table over its (dy, dx) axes. Same size in, same values out.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from autograd import backend
+from autograd.nn import Parameter
+from autograd.ops import concatenate, interpolation_matrix, pad
+
+# The parameter names of each kind, whether they sit on the model or on a block.
+PARAM_NAMES = {"none": (), "1d": ("pos_embed",), "2d": ("pos_embed_row", "pos_embed_col"), "relative": ("rel_pos_embed",)}
+ALL_PARAM_NAMES = tuple(n for names in PARAM_NAMES.values() for n in names)
+
+
+def make_params(kind, grid, dim, num_prefix_tokens) -> dict:
+    """Zero Parameters of one set of position embeddings of ``kind``, by name (the model initialises them)."""
+    gh, gw = grid
+    dtype = backend.default_dtype()
+    shapes = {
+        "none": {},
+        "1d": {"pos_embed": (1, num_prefix_tokens + gh * gw, dim)},
+        "2d": {"pos_embed_row": (gh, dim // 2), "pos_embed_col": (gw, dim // 2)},
+        "relative": {"rel_pos_embed": (2 * gh - 1, 2 * gw - 1, dim)},
+    }[kind]
+    return {name: Parameter(np.zeros(shape, dtype=dtype)) for name, shape in shapes.items()}
+
+
+def absolute(kind, params, num_prefix_tokens):
+    """The (1, N', D) term an absolute kind adds to the tokens; ``params`` maps names to Tensors."""
+    if kind == "1d":
+        return params["pos_embed"]
+    row, col = params["pos_embed_row"], params["pos_embed_col"]
+    (gh, half), gw = row.shape, col.shape[0]
+    rows = row.reshape(gh, 1, half).broadcast_to((gh, gw, half))          # (gh, gw, D/2)
+    cols = col.reshape(1, gw, half).broadcast_to((gh, gw, half))          # (gh, gw, D/2)
+    grid = concatenate([rows, cols], axis=-1).reshape(1, gh * gw, 2 * half)  # (1, N, D)
+    if num_prefix_tokens:
+        grid = pad(grid, ((0, 0), (num_prefix_tokens, 0), (0, 0)))        # (1, N', D)
+    return grid
+
+
+def relative_index(grid) -> np.ndarray:
+    """(N, N) indices into the flattened (N, offsets) query-offset logits: row i, column j holds
+    i * offsets + the offset of patch i from patch j, so a single gather picks every pair."""
+    gh, gw = grid
+    ys, xs = np.divmod(np.arange(gh * gw), gw)                            # (N,) row and column of each patch
+    dy = ys[:, None] - ys[None, :] + gh - 1                               # (N, N) in [0, 2 gh - 2]
+    dx = xs[:, None] - xs[None, :] + gw - 1
+    offsets = (2 * gh - 1) * (2 * gw - 1)
+    return np.arange(gh * gw)[:, None] * offsets + dy * (2 * gw - 1) + dx
+
+
+def relative_bias(q, table, index, num_prefix_tokens):
+    """The relative-position attention logits (B, H, N', N') for queries ``q`` (B, H, N', d).
+
+    Computed as every query against every offset (one matmul over the small table), then
+    gathered per (query, key) pair, rather than materialising a (N, N, D) key tensor.
+    """
+    B, H, n_all, d = q.shape
+    offsets = table.shape[0] * table.shape[1]
+    keys = table.reshape(offsets, H, d).transpose(1, 2, 0) * d ** -0.5  # (H, d, M), scaled like q k^T
+    if num_prefix_tokens:
+        q = q[:, :, num_prefix_tokens:]                                   # (B, H, N, d)
+    n = n_all - num_prefix_tokens
+    logits = (q @ keys).reshape(B, H, n * offsets)                        # (B, H, N M)
+    bias = logits[:, :, index]                                            # (B, H, N, N)
+    if num_prefix_tokens:
+        p = num_prefix_tokens
+        bias = pad(bias, ((0, 0), (0, 0), (p, 0), (p, 0)))                # (B, H, N', N')
+    return bias
+
+
+def _resize_axis(a, axis, size, mode):
+    """Interpolate array ``a`` along one axis to ``size`` points (untouched when it already has them)."""
+    if a.shape[axis] == size:
+        return a
+    xp = backend.get_array_module(a)
+    m = xp.asarray(interpolation_matrix(a.shape[axis], size, mode=mode, dtype=a.dtype))  # (size, n)
+    return xp.moveaxis(xp.tensordot(m, a, axes=([1], [axis])), 0, axis)
+
+
+def resize(name, a, old_grid, new_grid, num_prefix_tokens, mode="bicubic"):
+    """A position-embedding array named ``name`` (see ``PARAM_NAMES``) resized from one patch grid to another."""
+    (oh, ow), (nh, nw) = old_grid, new_grid
+    if name == "pos_embed":
+        prefix, grid = a[:, :num_prefix_tokens], a[0, num_prefix_tokens:]
+        if grid.shape[0] != oh * ow:
+            raise ValueError(f"pos_embed of shape {a.shape} does not hold a {oh}x{ow} grid after {num_prefix_tokens} prefix token(s)")
+        grid = grid.reshape(oh, ow, -1)                                   # (gh, gw, D)
+        grid = _resize_axis(_resize_axis(grid, 0, nh, mode), 1, nw, mode)  # (nh, nw, D)
+        xp = backend.get_array_module(a)
+        return xp.concatenate([prefix, grid.reshape(1, nh * nw, -1)], axis=1)  # (1, N', D)
+    if name == "pos_embed_row":
+        return _resize_axis(a, 0, nh, mode)
+    if name == "pos_embed_col":
+        return _resize_axis(a, 0, nw, mode)
+    if name == "rel_pos_embed":
+        return _resize_axis(_resize_axis(a, 0, 2 * nh - 1, mode), 1, 2 * nw - 1, mode)
+    raise ValueError(f"{name!r} is not a position embedding; known: {ALL_PARAM_NAMES}")
