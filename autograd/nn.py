@@ -90,14 +90,14 @@ class Module:
         if name in self._buffers and not isinstance(value, (Parameter, Module)):
             self._buffers[name] = value.data if isinstance(value, Tensor) else value
             return
-        registry = self._parameters if isinstance(value, Parameter) else self._modules if isinstance(value, Module) else None
-        if registry is None:
+        if isinstance(value, (Parameter, Module)):
+            registry = self._parameters if isinstance(value, Parameter) else self._modules
+            if name not in registry:  # a replacement keeps its place in the order
+                self._forget(name)
+            registry[name] = value
+        else:
             self._forget(name)
             object.__setattr__(self, name, value)
-            return
-        if name not in registry:  # a replacement keeps its place in the order
-            self._forget(name)
-        registry[name] = value
 
     def __getattr__(self, name):
         # Only called when normal lookup fails, i.e. for registered names.
