@@ -210,12 +210,12 @@ class ViTConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ViTConfig":
         """Rebuild from ``to_dict`` output; an unknown key is a ValueError naming the valid ones."""
-        _check_fields(d)
+        check_fields(d)
         return cls(**d)
 
     def replace(self, **changes) -> "ViTConfig":
         """A copy with some fields changed (validated again); unknown names are a ValueError."""
-        _check_fields(changes)
+        check_fields(changes)
         return dataclasses.replace(self, **changes)
 
 
@@ -224,7 +224,8 @@ def config_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(ViTConfig)]
 
 
-def _check_fields(names):
+def check_fields(names):
+    """Raise a ValueError naming the valid fields if any of ``names`` is not a config field."""
     unknown = sorted(set(names) - set(config_fields()))
     if unknown:
         raise ValueError(f"unknown config field(s) {unknown}; valid fields: {', '.join(config_fields())}")
@@ -275,5 +276,5 @@ def get_config(name: str, **overrides) -> ViTConfig:
     """The config of a named variant with some fields changed."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
-    _check_fields(overrides)
+    check_fields(overrides)
     return ViTConfig(**{**MODELS[name], **overrides})
