@@ -3,7 +3,7 @@
 Read ``tensor.py`` first (the Tensor and the engine, one page), then any op in
 ``ops/`` (forward and backward side by side), then ``nn.py`` and ``optim.py``.
 """
-from . import ops  # noqa: F401
+from . import init, nn, ops, optim  # noqa: F401
 from .backend import (  # noqa: F401
     DeviceError, default_dtype, default_dtype_as, generator, manual_seed, set_default_dtype,
 )

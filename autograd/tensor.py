@@ -238,11 +238,15 @@ class Tensor:
 
         order = _topological_order(self)
         grads = {id(self): grad}
+        given = set()  # arrays already handed to a leaf: an op may pass one array to two inputs
         for t in order:  # outputs before inputs
             g = grads.pop(id(t), None)
             node = t._node
             if node is None:  # a leaf: keep the gradient
                 if g is not None and t.requires_grad:
+                    if id(g) in given:  # so that scaling one leaf's grad in place never touches another's
+                        g = g.copy()
+                    given.add(id(g))
                     t.grad = g if t.grad is None else t.grad + g
                 continue
             if node.freed:

@@ -209,3 +209,10 @@ def test_gradcheck_reports_the_worst_element():
 
 def test_gradcheck_passes_a_correct_op():
     assert gradcheck(lambda a, b: (a * b).exp(), [np.array([0.3, -0.2]), np.array([1.0, 2.0])])
+
+
+def test_leaves_never_share_a_gradient_array():
+    a, b = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    (a + b).sum().backward()  # Add hands the same upstream array to both inputs
+    a.grad *= 10.0
+    np.testing.assert_array_equal(b.grad, [1.0, 1.0])
