@@ -245,6 +245,7 @@ def _keep_mask(shape, p, generator, device):
 
 
 def _check_p(p):
+    """Raise unless p is a probability."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"drop probability must be in [0, 1], got {p}")
 
