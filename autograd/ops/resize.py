@@ -62,7 +62,7 @@ def interpolation_matrix(in_size, out_size, mode="bilinear", align_corners=False
     else:  # the corner samples' outer edges coincide
         src = (dst + 0.5) * (in_size / out_size) - 0.5
     if mode == "bilinear":
-        src = np.maximum(src, 0.0)  # PyTorch clamps linear sources at 0 (but not cubic ones)
+        # PyTorch clamps a negative source to 0; with the taps clamped below that changes nothing
         base = np.floor(src)
         t = src - base
         taps = base[:, None] + np.arange(2)                                # (out, 2)

@@ -1,0 +1,291 @@
+"""Convolution, pooling and group norm: gradients by finite differences on drawn shapes
+(strides, paddings and kernels of 1-3 included), values against direct loops over output
+pixels, group norm against its composition from primitive ops, PyTorch as an optional
+reference, and float32 kept float32."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autograd import Tensor, gradcheck, ops
+from devices import requires_gpu
+from strategies import arrays
+
+
+@st.composite
+def windows(draw, pool=False):
+    """(kernel, stride, padding, size) pairs for a sliding-window op; the padded input fits a window.
+
+    Pools, as in PyTorch, take padding of at most half the kernel.
+    """
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = tuple(draw(st.integers(0, k // 2 if pool else 1)) for k in kernel)
+    size = tuple(draw(st.integers(max(1, k - 2 * p), 7)) for k, p in zip(kernel, padding))
+    return kernel, stride, padding, size
+
+
+def run(fn, inputs, grad_seed=0):
+    """Output and input gradients of ``fn`` for a fixed random upstream gradient."""
+    tensors = [Tensor(x.copy(), requires_grad=True) for x in inputs]
+    out = fn(*tensors)
+    out.backward(np.random.default_rng(grad_seed).standard_normal(out.shape).astype(out.dtype))
+    return out.data, [t.grad for t in tensors]
+
+
+def padded(x, padding, fill):
+    """``x`` with ``padding`` cells of ``fill`` around its last two axes."""
+    (ph, pw) = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+
+
+def windows_of(x, kernel, stride):
+    """Every window as a list over output pixels: a direct loop, independent of the ops' strided views."""
+    (kh, kw), (sh, sw) = kernel, stride
+    ho, wo = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+    return ho, wo, [(i, j, x[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]) for i in range(ho) for j in range(wo)]
+
+
+def conv_reference(x, w, b, stride, padding):
+    """conv2d by a loop over output pixels."""
+    ho, wo, wins = windows_of(padded(x, padding, 0.0), w.shape[2:], stride)
+    out = np.zeros((x.shape[0], w.shape[0], ho, wo))
+    for i, j, win in wins:
+        out[:, :, i, j] = np.einsum("bckl,ockl->bo", win, w) + (0 if b is None else b)
+    return out
+
+
+def pool_reference(x, kernel, stride, padding, reduce, fill):
+    """A pool by a loop over output pixels."""
+    ho, wo, wins = windows_of(padded(x, padding, fill), kernel, stride)
+    out = np.zeros(x.shape[:2] + (ho, wo))
+    for i, j, win in wins:
+        out[:, :, i, j] = reduce(win, axis=(2, 3))
+    return out
+
+
+# --- conv2d -------------------------------------------------------------------------------------
+
+@given(windows(), st.integers(1, 2), st.integers(1, 3), st.integers(1, 3), st.booleans(), st.data())
+def test_conv2d_gradcheck_and_direct_loop(win, batch, c_in, c_out, with_bias, data):
+    kernel, stride, padding, size = win
+    x = data.draw(arrays((batch, c_in) + size))
+    w = data.draw(arrays((c_out, c_in) + kernel))
+    b = data.draw(arrays((c_out,)))
+    if with_bias:
+        inputs, fn = [x, w, b], lambda x, w, b: ops.conv2d(x, w, b, stride=stride, padding=padding)
+    else:
+        inputs, fn = [x, w], lambda x, w: ops.conv2d(x, w, stride=stride, padding=padding)
+    gradcheck(fn, inputs)
+    out = fn(*[Tensor(a) for a in inputs])
+    np.testing.assert_allclose(out.data, conv_reference(x, w, b if with_bias else None, stride, padding),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_overlapping_windows_accumulate_in_dx():
+    # a 3x3 all-ones kernel at stride 1: each input pixel's gradient counts the windows covering it
+    x = Tensor(np.zeros((1, 1, 4, 4)), requires_grad=True)
+    ops.conv2d(x, Tensor(np.ones((1, 1, 3, 3))), padding=1).sum().backward()
+    counts = np.array([2, 3, 3, 2])
+    np.testing.assert_array_equal(x.grad[0, 0], np.outer(counts, counts))
+
+
+@pytest.mark.parametrize("shape, w_shape, stride, padding", [
+    ((2, 3, 15, 14), (8, 3, 7, 7), 2, 3),       # the ResNet stem's first conv
+    ((2, 4, 9, 9), (5, 4, 3, 3), 1, 1),
+    ((3, 6, 5, 5), (4, 6, 1, 1), 1, 0),
+    ((2, 4, 8, 9), (4, 4, 1, 1), 2, 0),         # a ResNet downsampling shortcut
+    ((1, 2, 6, 7), (3, 2, 2, 3), (2, 1), (1, 0)),
+])
+def test_conv2d_matches_torch(shape, w_shape, stride, padding):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal(shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    ours, grads = run(lambda x, w, b: ops.conv2d(x, w, b, stride=stride, padding=padding), [x, w, b])
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    out = torch.nn.functional.conv2d(xt, wt, bt, stride=stride, padding=padding)
+    out.backward(torch.tensor(np.random.default_rng(0).standard_normal(out.shape)))
+    np.testing.assert_allclose(ours, out.detach().numpy(), rtol=1e-10, atol=1e-10)
+    for g, t in zip(grads, (xt, wt, bt)):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_conv2d_keeps_float32():
+    rng = np.random.default_rng(0)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 8, 8), (4, 3, 3, 3), (4,)))
+    out, grads = run(lambda x, w, b: ops.conv2d(x, w, b, stride=2, padding=1), [x, w, b])
+    assert out.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
+    np.testing.assert_allclose(out, conv_reference(x.astype(np.float64), w.astype(np.float64), b, (2, 2), (1, 1)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_rejects_bad_shapes():
+    x = Tensor(np.zeros((1, 3, 4, 4)))
+    with pytest.raises(ValueError, match="channels"):
+        ops.conv2d(x, Tensor(np.zeros((2, 4, 3, 3))))
+    with pytest.raises(ValueError, match="larger"):
+        ops.conv2d(x, Tensor(np.zeros((2, 3, 5, 5))))
+    with pytest.raises(ValueError, match="bias"):
+        ops.conv2d(x, Tensor(np.zeros((2, 3, 3, 3))), Tensor(np.zeros(3)))
+    with pytest.raises(ValueError, match="stride"):
+        ops.conv2d(x, Tensor(np.zeros((2, 3, 3, 3))), stride=0)
+
+
+# --- pooling ------------------------------------------------------------------------------------
+
+def distinct(shape, seed):
+    """Values 0.1 apart in random order: no ties, and no eps-sized nudge reorders a window."""
+    rng = np.random.default_rng(seed)
+    return rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1 - 1.0
+
+
+@given(windows(pool=True), st.integers(1, 2), st.integers(1, 3), st.integers(0, 2**32 - 1))
+def test_max_pool2d_gradcheck_and_direct_loop(win, batch, channels, seed):
+    kernel, stride, padding, size = win
+    x = distinct((batch, channels) + size, seed)
+    fn = lambda x: ops.max_pool2d(x, kernel, stride, padding)  # noqa: E731
+    gradcheck(fn, [x])
+    np.testing.assert_array_equal(fn(Tensor(x)).data, pool_reference(x, kernel, stride, padding, np.max, -np.inf))
+
+
+@given(windows(pool=True), st.integers(1, 2), st.integers(1, 3), st.data())
+def test_avg_pool2d_gradcheck_and_direct_loop(win, batch, channels, data):
+    kernel, stride, padding, size = win
+    x = data.draw(arrays((batch, channels) + size))
+    fn = lambda x: ops.avg_pool2d(x, kernel, stride, padding)  # noqa: E731
+    gradcheck(fn, [x])
+    np.testing.assert_allclose(fn(Tensor(x)).data, pool_reference(x, kernel, stride, padding, np.mean, 0.0),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_max_pool2d_tie_goes_to_the_first_element():
+    x = Tensor(np.zeros((1, 1, 4, 4)), requires_grad=True)
+    ops.max_pool2d(x, 2).sum().backward()
+    expected = np.zeros((4, 4))
+    expected[::2, ::2] = 1
+    np.testing.assert_array_equal(x.grad[0, 0], expected)
+
+
+def test_max_pool2d_stride_defaults_to_kernel_and_winners_collect_every_window():
+    x = np.arange(25.0).reshape(1, 1, 5, 5)
+    assert ops.max_pool2d(Tensor(x), 2).shape == (1, 1, 2, 2)
+    # overlapping 3x3 windows at stride 1 with padding 1: the largest pixel wins all 4 around it
+    t = Tensor(x, requires_grad=True)
+    ops.max_pool2d(t, 3, stride=1, padding=1).sum().backward()
+    assert t.grad[0, 0, 4, 4] == 4 and t.grad.sum() == 25
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (2, None, 0), ((3, 2), (1, 2), (1, 1)), (3, 1, 0)])
+def test_pools_match_torch(kernel, stride, padding):
+    torch = pytest.importorskip("torch")
+    x = distinct((2, 3, 7, 6), 0)
+    x[0, 0, :2, :2] = 30.0  # a tie above every other value: both must send the gradient to the first of the tied pixels
+    for ours, theirs in ((ops.max_pool2d, torch.nn.functional.max_pool2d),
+                         (ops.avg_pool2d, torch.nn.functional.avg_pool2d)):
+        out, (grad,) = run(lambda x: ours(x, kernel, stride, padding), [x])
+        xt = torch.tensor(x, requires_grad=True)
+        ref = theirs(xt, kernel, stride, padding)
+        ref.backward(torch.tensor(np.random.default_rng(0).standard_normal(ref.shape)))
+        np.testing.assert_allclose(out, ref.detach().numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_pools_keep_float32_and_check_arguments():
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    for pool in (ops.max_pool2d, ops.avg_pool2d):
+        out, (grad,) = run(lambda x: pool(x, 3, 2, 1), [x])
+        assert out.dtype == np.float32 and grad.dtype == np.float32
+        with pytest.raises(ValueError, match="half"):
+            pool(Tensor(x), 3, 1, 2)
+        with pytest.raises(ValueError, match="larger"):
+            pool(Tensor(x), 8)
+
+
+# --- group norm ---------------------------------------------------------------------------------
+
+def group_norm_composed(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group norm from primitive ops: statistics over (channels of a group, positions)."""
+    shape = x.shape
+    xg = ops.reshape(x, (shape[0], num_groups, -1))
+    mean = ops.mean(xg, axis=-1, keepdims=True)
+    var = ops.var(xg, axis=-1, keepdims=True)
+    out = ops.reshape((xg - mean) / ops.sqrt(var + eps), shape)
+    channel = (shape[1],) + (1,) * (len(shape) - 2)
+    if weight is not None:
+        out = out * ops.reshape(weight, channel)
+    if bias is not None:
+        out = out + ops.reshape(bias, channel)
+    return out
+
+
+@given(st.integers(1, 2), st.integers(1, 3), st.integers(1, 2),
+       st.lists(st.integers(1, 3), min_size=0, max_size=2), st.booleans(), st.booleans(), st.data())
+def test_group_norm_gradcheck_and_composition(batch, groups, per_group, spatial, with_weight, with_bias, data):
+    c = groups * per_group
+    x = data.draw(arrays((batch, c) + tuple(spatial)))
+    w, b = data.draw(arrays((c,), 0.5, 2.0)), data.draw(arrays((c,)))
+    inputs = [x] + [w] * with_weight + [b] * with_bias
+
+    def call(norm):
+        def fn(x, *affine):
+            rest = iter(affine)
+            return norm(x, groups, next(rest) if with_weight else None, next(rest) if with_bias else None)
+        return fn
+
+    gradcheck(call(ops.group_norm), inputs)
+    (out_a, grads_a), (out_b, grads_b) = run(call(ops.group_norm), inputs), run(call(group_norm_composed), inputs)
+    np.testing.assert_allclose(out_a, out_b, rtol=1e-10, atol=1e-10)
+    for ga, gb in zip(grads_a, grads_b):
+        np.testing.assert_allclose(ga, gb, rtol=1e-8, atol=1e-8)
+
+
+def test_group_norm_extremes_are_layer_and_instance_norm():
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((2, 4, 3, 5)), rng.standard_normal(4), rng.standard_normal(4)
+    channel = w[:, None, None], b[:, None, None]
+    for groups, axes in ((1, (1, 2, 3)), (4, (2, 3))):  # one group: layer norm; one per channel: instance norm
+        mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+        expected = (x - mean) / np.sqrt(var + 1e-5) * channel[0] + channel[1]
+        out = ops.group_norm(Tensor(x), groups, Tensor(w), Tensor(b)).data
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_group_norm_matches_torch_and_keeps_float32():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 6, 4, 5), (6,), (6,)))
+    out, grads = run(lambda x, w, b: ops.group_norm(x, 3, w, b), [x, w, b])
+    assert out.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ref = torch.nn.functional.group_norm(xt, 3, wt, bt)
+    ref.backward(torch.tensor(np.random.default_rng(0).standard_normal(ref.shape).astype(np.float32)))
+    np.testing.assert_allclose(out, ref.detach().numpy(), rtol=1e-5, atol=1e-5)
+    for g, t in zip(grads, (xt, wt, bt)):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_group_norm_rejects_groups_that_do_not_divide_channels():
+    with pytest.raises(ValueError, match="divide"):
+        ops.group_norm(Tensor(np.zeros((1, 6, 2, 2))), 4)
+
+
+# --- GPU ----------------------------------------------------------------------------------------
+
+@requires_gpu
+def test_ops_on_gpu_match_cpu():
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    cases = [
+        (lambda x, w, b: ops.conv2d(x, w, b, stride=2, padding=1), [x, w, b]),
+        (lambda x: ops.max_pool2d(x, 3, 2, 1), [distinct(x.shape, 0)]),
+        (lambda x: ops.avg_pool2d(x, 3, 2, 1), [x]),
+        (lambda x, w, b: ops.group_norm(x, 3, w[:3, 0, 0, 0], b[:3]), [x, w, b]),
+    ]
+    for fn, inputs in cases:
+        cpu_out, cpu_grads = run(fn, inputs)
+        tensors = [Tensor(a, requires_grad=True, device="gpu") for a in inputs]
+        out = fn(*tensors)
+        out.backward(Tensor(np.random.default_rng(0).standard_normal(out.shape), device="gpu"))
+        np.testing.assert_allclose(out.numpy(), cpu_out, rtol=1e-10, atol=1e-10)
+        for t, g in zip(tensors, cpu_grads):
+            np.testing.assert_allclose(t.grad.get(), g, rtol=1e-10, atol=1e-10)
