@@ -1,0 +1,506 @@
+"""The training loop behind ``train.py``: one trainer for every mode of the paper's pipeline.
+
+Modes (``TrainConfig.mode``):
+
+- ``supervised``: from scratch on labelled data (the default).
+- ``pretrain``: supervised on an upstream data set with the paper's pre-training head
+  (a tanh hidden layer before the classifier), Adam(W), warmup then linear decay.
+- ``finetune``: from ``init`` (a checkpoint of any kind ``npvit.load_checkpoint`` reads);
+  the head is replaced by a zero-initialised linear layer for the new classes and the
+  position embeddings are resized to the new image size. The paper's recipe is the
+  default: SGD with momentum 0.9, global-norm clipping at 1, warmup then cosine, no
+  weight decay.
+- ``mpp``: self-supervised masked patch prediction (Sec. 4.6 / Appendix B.1.2), see
+  ``npvit/mpp.py``.
+
+What a run keeps, in its run directory: ``config.json`` (the resolved config),
+``metrics.jsonl`` (one JSON object per logged step and per evaluation),
+``checkpoint-last.npz`` (every epoch, on Ctrl-C and at the end) and
+``checkpoint-best.npz`` (best evaluation accuracy). Each checkpoint holds the
+parameters, the optimizer state, the step and the data position; every random draw of
+the run is a pure function of (seed, step) or (seed, epoch, batch), so ``--resume``
+continues exactly where the run stopped.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+import autograd
+from autograd import Tensor, backend, ops, optim
+from autograd.backend import to_numpy
+
+from . import checkpoint as ckpt
+from . import mpp
+from .config import get_config
+from .data import Augment, DataError, Loader, load_dataset
+from .model import VisionTransformer
+
+MODES = ("supervised", "pretrain", "finetune", "mpp")
+
+
+class TrainError(Exception):
+    """A problem with the run's settings or inputs that the user can fix; one line, exit code 2."""
+
+
+class NonFiniteLoss(Exception):
+    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. ``None`` means: the default for this data set and mode."""
+
+    dataset: str = "cifar10"
+    mode: str = "supervised"
+    data_dir: str | None = None
+    download: bool = True
+    model: str | None = None
+    model_overrides: dict = field(default_factory=dict)
+    init: str | None = None
+    image_size: int | None = None
+    epochs: int | None = None
+    max_steps: int | None = None
+    batch_size: int | None = None
+    eval_batch_size: int = 500
+    optimizer: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    betas: tuple = (0.9, 0.999)
+    schedule: str | None = None
+    warmup_steps: int | None = None
+    warmup_epochs: float | None = None
+    min_lr: float = 0.0
+    clip_grad: float | None = None
+    label_smoothing: float | None = None
+    crop_padding: int | None = None
+    flip: bool | None = None
+    rand_ops: int | None = None
+    rand_magnitude: float = 9.0
+    mixup: float | None = None
+    cutmix: float | None = None
+    mpp_target: str = "mean_color"
+    mpp_mask_ratio: float = 0.5
+    train_examples: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    out: str | None = None
+    log_every: int = 20
+    eval_every_epochs: int = 1
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        """The config as JSON-able values."""
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """The inverse of ``to_dict``; unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise TrainError(f"config.json has unknown keys {unknown}; was it written by another version of npvit?")
+        d = dict(d)
+        d["betas"] = tuple(d.get("betas", (0.9, 0.999)))
+        return cls(**d)
+
+
+# Defaults per data set (the model and how long to train) and per mode (the recipe).
+DATASET_DEFAULTS = {
+    "cifar10": dict(model="vit_cifar_tiny", epochs=100, batch_size=128, crop_padding=4, flip=True, rand_ops=2,
+                    label_smoothing=0.1, mixup=0.0, cutmix=0.0),
+    "cifar100": dict(model="vit_cifar_tiny", epochs=100, batch_size=128, crop_padding=4, flip=True, rand_ops=2,
+                     label_smoothing=0.1, mixup=0.0, cutmix=0.0),
+    "tiny-imagenet": dict(model="vit_cifar_tiny", epochs=50, batch_size=128, crop_padding=4, flip=True, rand_ops=2,
+                          label_smoothing=0.1, mixup=0.0, cutmix=0.0),
+    "fashion-mnist": dict(model="vit_cifar_tiny", epochs=30, batch_size=128, crop_padding=2, flip=False, rand_ops=0,
+                          label_smoothing=0.1, mixup=0.0, cutmix=0.0),
+    "imagefolder": dict(model="vit_cifar_tiny", epochs=50, batch_size=64, crop_padding=4, flip=True, rand_ops=2,
+                        label_smoothing=0.1, mixup=0.0, cutmix=0.0),
+    "synthetic": dict(model="vit_cifar_tiny", epochs=3, batch_size=64, crop_padding=0, flip=False, rand_ops=0,
+                      label_smoothing=0.0, mixup=0.0, cutmix=0.0),
+}
+MODE_DEFAULTS = {
+    "supervised": dict(optimizer="adamw", lr=1e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=5,
+                       clip_grad=1.0),
+    # the paper's pre-training: Adam, high weight decay, warmup then linear decay
+    "pretrain": dict(optimizer="adamw", lr=1e-3, weight_decay=0.1, schedule="linear", warmup_epochs=2,
+                     clip_grad=1.0),
+    # the paper's fine-tuning: SGD momentum 0.9, clip at global norm 1, no weight decay, cosine
+    "finetune": dict(optimizer="sgd", lr=0.01, weight_decay=0.0, schedule="cosine", warmup_epochs=1, clip_grad=1.0,
+                     epochs=10),
+    # masked patch prediction: Adam, warmup then cosine (Appendix B.1.2)
+    "mpp": dict(optimizer="adamw", lr=5e-4, weight_decay=0.05, schedule="cosine", warmup_epochs=2, clip_grad=1.0,
+                label_smoothing=0.0, mixup=0.0, cutmix=0.0),
+}
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Fill every ``None`` from the data set's and the mode's defaults; check the choices."""
+    if cfg.mode not in MODES:
+        raise TrainError(f"unknown mode {cfg.mode!r}; choose one of {', '.join(MODES)}")
+    if cfg.dataset not in DATASET_DEFAULTS:
+        raise TrainError(f"unknown data set {cfg.dataset!r}; choose one of {', '.join(DATASET_DEFAULTS)}")
+    if cfg.mode == "finetune" and not cfg.init:
+        raise TrainError("fine-tuning needs a checkpoint to start from: pass --init CHECKPOINT")
+    values = {}
+    for source in (MODE_DEFAULTS[cfg.mode], DATASET_DEFAULTS[cfg.dataset]):
+        for k, v in source.items():
+            if getattr(cfg, k) is None and k not in values:
+                values[k] = v
+    # the mode's recipe wins over the data set's where both speak (finetune epochs, mpp's no-mixup)
+    for k, v in MODE_DEFAULTS[cfg.mode].items():
+        if getattr(cfg, k) is None:
+            values[k] = v
+    out = TrainConfig(**{**cfg.to_dict(), **values, "betas": tuple(cfg.betas)})
+    if out.optimizer not in ("sgd", "adam", "adamw"):
+        raise TrainError(f"unknown optimizer {out.optimizer!r}; choose sgd, adam or adamw")
+    if out.schedule not in ("cosine", "linear", "constant"):
+        raise TrainError(f"unknown schedule {out.schedule!r}; choose cosine, linear or constant")
+    for name in ("batch_size", "epochs"):
+        if getattr(out, name) <= 0:
+            raise TrainError(f"--{name.replace('_', '-')} must be positive, not {getattr(out, name)}")
+    if out.lr <= 0:
+        raise TrainError(f"--lr must be positive, not {out.lr}")
+    if out.mpp_target not in mpp.TARGETS:
+        raise TrainError(f"unknown --mpp-target {out.mpp_target!r}; choose one of {', '.join(mpp.TARGETS)}")
+    return out
+
+
+# --- building the pieces --------------------------------------------------------------
+def load_data(cfg: TrainConfig):
+    """The train and evaluation splits of the run's data set (DataError on any data problem)."""
+    options = {}
+    if cfg.dataset == "synthetic":
+        options["image_size"] = cfg.image_size or 32
+    train = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, download=cfg.download,
+                         progress=cfg.progress, **options)
+    test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download,
+                        progress=cfg.progress, **options)
+    if cfg.train_examples is not None:  # a subset, for quick experiments and overfitting checks
+        train.x, train.y = train.x[: cfg.train_examples], train.y[: cfg.train_examples]
+    return train, test
+
+
+def build_model(cfg: TrainConfig, train_set) -> tuple[VisionTransformer, dict]:
+    """The model for the run; for fine-tuning, the loaded checkpoint with a new head and grid."""
+    image_size = cfg.image_size or train_set.image_size[0]
+    num_classes = train_set.num_classes
+    overrides = dict(cfg.model_overrides)
+    if cfg.mode == "finetune":
+        model = _load(cfg.init, img_size=image_size)
+        if model.cfg.in_chans != train_set.channels:
+            raise TrainError(f"{cfg.init} takes {model.cfg.in_chans}-channel images but {cfg.dataset} has "
+                             f"{train_set.channels}")
+        model.reset_classifier(num_classes)  # always a fresh zero head, as the paper fine-tunes
+        return model, {"init": cfg.init}
+    try:
+        config = get_config(cfg.model, img_size=image_size, in_chans=train_set.channels, num_classes=num_classes,
+                            **overrides)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    if cfg.mode == "pretrain" and config.representation_size is None:
+        config = config.replace(representation_size=config.embed_dim)
+    if cfg.mode == "mpp":
+        config = config.replace(mask_token=True, mpp_target=cfg.mpp_target)
+    autograd.manual_seed(cfg.seed, 0x1417)  # parameter initialisation
+    return VisionTransformer(config), {}
+
+
+def build_optimizer(cfg: TrainConfig, model) -> optim.Optimizer:
+    """The optimizer, with no weight decay on biases, norms, position embeddings and tokens."""
+    groups = optim.param_groups_weight_decay(model.named_parameters(), cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adam":
+        return optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
+    return optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def build_schedule(cfg: TrainConfig, total_steps: int, steps_per_epoch: int):
+    """The learning rate as a function of the step: linear warmup, then the decay."""
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = min(warmup, max(total_steps - 1, 0))
+    if cfg.schedule == "cosine":
+        return optim.warmup_cosine(cfg.lr, total_steps, warmup_steps=warmup, final_lr=cfg.min_lr)
+    if cfg.schedule == "linear":
+        return optim.warmup_linear(cfg.lr, total_steps, warmup_steps=warmup, final_lr=cfg.min_lr)
+    return optim.constant(cfg.lr, warmup_steps=warmup)
+
+
+# --- the run --------------------------------------------------------------------------
+class Trainer:
+    """Owns one run: the model, the data, the optimizer and the run directory."""
+
+    def __init__(self, cfg: TrainConfig, resume_state: dict | None = None):
+        self.cfg = cfg
+        self.xp = backend.xp_for(cfg.device)
+        train, test = load_data(cfg)
+        self.train_set, self.test_set = train, test
+        if resume_state is not None:
+            self.model = resume_state["model"]
+            self.extra = resume_state.get("extra", {})
+        else:
+            self.model, self.extra = build_model(cfg, train)
+        self.model.to(cfg.device)
+        self.image_size = self.model.cfg.image_hw[0]
+        data_size = train.image_size[0]
+        if self.model.cfg.in_chans != train.channels:
+            raise TrainError(f"the model takes {self.model.cfg.in_chans}-channel images but the data has "
+                             f"{train.channels}")
+        resize_to = None if self.image_size == data_size else self.image_size
+        mixing = cfg.mode != "mpp"
+        self.augment = Augment(
+            train.mean, train.std, train.num_classes, image_size=resize_to, crop_padding=cfg.crop_padding,
+            flip=cfg.flip, rand_ops=cfg.rand_ops, rand_magnitude=cfg.rand_magnitude,
+            label_smoothing=cfg.label_smoothing if mixing else 0.0,
+            mixup_alpha=cfg.mixup if mixing else 0.0, cutmix_alpha=cfg.cutmix if mixing else 0.0,
+        )
+        to_dev = lambda a: backend.to_device(a, cfg.device)  # noqa: E731
+        if len(train) < cfg.batch_size:
+            raise TrainError(f"the training set has {len(train)} examples, fewer than one batch of {cfg.batch_size}; "
+                             "lower --batch-size")
+        self.loader = Loader(to_dev(train.x), to_dev(train.y), cfg.batch_size, seed=cfg.seed)
+        self.test_x, self.test_y = to_dev(test.x), to_dev(test.y)
+        self.steps_per_epoch = len(self.loader)
+        total = cfg.epochs * self.steps_per_epoch
+        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.schedule = build_schedule(cfg, self.total_steps, self.steps_per_epoch)
+        self.step = 0
+        self.best_acc = -1.0
+        self.run_dir = cfg.out
+        if resume_state is not None:
+            self.optimizer.load_state_dict(resume_state["optimizer"])
+            self.step = resume_state["step"]
+            self.best_acc = resume_state["best_acc"]
+            self.loader.seek(*resume_state["position"])
+
+    # --- one step -------------------------------------------------------------------
+    def loss_and_metrics(self, x, y, gen):
+        """Forward the augmented batch; return the loss Tensor and (correct, count) arrays on the device."""
+        cfg = self.cfg
+        if cfg.mode == "mpp":
+            inputs, _ = self.augment(x, y, gen)
+            return mpp.loss(self.model, inputs, self.augment.mean, self.augment.std, gen, cfg.mpp_mask_ratio)
+        inputs, targets = self.augment(x, y, gen)
+        logits = self.model(inputs)
+        loss = ops.cross_entropy(logits, targets)
+        correct = (logits.data.argmax(axis=-1) == y).sum()
+        return loss, correct, y.shape[0]
+
+    def train_step(self, batch) -> tuple:
+        """One optimizer step on a batch; returns (loss array, correct, count, grad norm)."""
+        cfg = self.cfg
+        autograd.manual_seed(cfg.seed, 0xD0, self.step)  # dropout and drop-path draws of this step
+        self.model.train()
+        lr = self.schedule(self.step)
+        optim.set_lr(self.optimizer, lr)
+        loss, correct, count = self.loss_and_metrics(batch.x, batch.y, batch.rng)
+        loss_value = loss.data
+        if not bool(self.xp.isfinite(loss_value)):
+            raise NonFiniteLoss(f"the loss became {float(loss_value)} at step {self.step}")
+        self.optimizer.zero_grad()
+        loss.backward()
+        grad_norm = optim.clip_grad_norm(self.model.parameters(), cfg.clip_grad) if cfg.clip_grad else None
+        self.optimizer.step()
+        self.step += 1
+        return loss_value, correct, count, grad_norm, lr
+
+    # --- evaluation -----------------------------------------------------------------
+    @autograd.no_grad()
+    def evaluate(self) -> dict:
+        """Loss and accuracy (or, for mpp, the prediction loss) on the whole test split."""
+        self.model.eval()
+        cfg = self.cfg
+        total_loss, correct, seen = 0.0, 0, 0
+        gen = np.random.default_rng(cfg.seed)  # a fixed corruption for mpp, so epochs compare
+        for lo in range(0, len(self.test_y), cfg.eval_batch_size):
+            x = self.test_x[lo: lo + cfg.eval_batch_size]
+            y = self.test_y[lo: lo + cfg.eval_batch_size]
+            inputs = self.augment.prepare(x)
+            if cfg.mode == "mpp":
+                loss, c, n = mpp.loss(self.model, inputs, self.augment.mean, self.augment.std, gen,
+                                      cfg.mpp_mask_ratio)
+            else:
+                logits = self.model(inputs)
+                loss = ops.cross_entropy(logits, y)
+                c, n = (logits.data.argmax(axis=-1) == y).sum(), y.shape[0]
+            total_loss += float(loss.data) * n
+            correct += int(c)
+            seen += int(n)
+        return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1)}
+
+    # --- the run directory --------------------------------------------------------------
+    def log(self, record: dict) -> None:
+        """Append one JSON line to metrics.jsonl."""
+        if self.run_dir is None:
+            return
+        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def save(self, name: str) -> str:
+        """Write a checkpoint of the whole run state atomically into the run directory."""
+        path = os.path.join(self.run_dir, name)
+        ckpt.save_checkpoint(
+            path, self.model, step=self.step, optimizer_state=self.optimizer.state_dict(),
+            extra={"position": list(self.loader.position), "best_acc": self.best_acc, **self.extra},
+        )
+        return path
+
+    # --- the loop -------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train until ``total_steps``; evaluate and checkpoint every epoch; return the summary."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        started = time.time()
+        last_eval = None
+        try:
+            while self.step < self.total_steps:
+                epoch, index = self.loader.position
+                steps_left = min(self.steps_per_epoch - index, self.total_steps - self.step)
+                bar = tqdm(total=steps_left, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
+                           leave=False, dynamic_ncols=True)
+                # running sums stay on the device; they are read (a sync on a GPU) only when logged
+                run_loss, run_correct, run_seen, tick, tick_images = 0.0, 0, 0, time.time(), 0
+                for _ in range(steps_left):
+                    batch = next(self.loader)
+                    loss, correct, count, grad_norm, lr = self.train_step(batch)
+                    run_loss = run_loss + loss * count
+                    run_correct = run_correct + correct
+                    run_seen += count
+                    tick_images += count
+                    bar.update(1)
+                    if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                        elapsed = time.time() - tick
+                        record = {"step": self.step, "epoch": epoch, "lr": lr,
+                                  "loss": float(run_loss) / run_seen, "acc": float(run_correct) / run_seen,
+                                  "images_per_s": tick_images / max(elapsed, 1e-9)}
+                        if grad_norm is not None:
+                            record["grad_norm"] = grad_norm
+                        bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['acc']:.3f}",
+                                        lr=f"{lr:.2e}", img_s=f"{record['images_per_s']:.0f}")
+                        self.log(record)
+                        run_loss, run_correct, run_seen, tick, tick_images = 0.0, 0, 0, time.time(), 0
+                bar.close()
+                epoch_done = self.loader.position[1] == 0
+                if (epoch_done and (epoch + 1) % cfg.eval_every_epochs == 0) or self.step >= self.total_steps:
+                    last_eval = self.evaluate()
+                    last_eval.update(step=self.step, epoch=epoch, eval=True)
+                    self.log(last_eval)
+                    improved = last_eval["acc"] > self.best_acc
+                    if improved:
+                        self.best_acc = last_eval["acc"]
+                    print(f"epoch {epoch + 1}: step {self.step}, test loss {last_eval['loss']:.4f}, "
+                          f"test acc {last_eval['acc']:.4f}" + (" (best)" if improved else ""), flush=True)
+                    if self.run_dir is not None:
+                        self.save("checkpoint-last.npz")
+                        if improved:
+                            self.save("checkpoint-best.npz")
+                elif self.run_dir is not None:
+                    self.save("checkpoint-last.npz")
+        except KeyboardInterrupt:
+            if self.run_dir is not None:
+                path = self.save("checkpoint-last.npz")
+                print(f"interrupted at step {self.step}; saved {path}; continue with --resume {self.run_dir}",
+                      flush=True)
+            raise
+        summary = {"steps": self.step, "best_acc": self.best_acc, "time_s": time.time() - started,
+                   "final": last_eval, "run_dir": self.run_dir}
+        if self.run_dir is not None:
+            with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
+                json.dump(summary, f, indent=2)
+        return summary
+
+
+# --- entry points used by the command line ------------------------------------------------
+def start(cfg: TrainConfig) -> Trainer:
+    """A new run: make the run directory, write config.json, build everything."""
+    if os.path.exists(os.path.join(cfg.out, "checkpoint-last.npz")):
+        raise TrainError(f"{cfg.out} already holds a run; continue it with --resume {cfg.out} or pick another --out")
+    try:
+        os.makedirs(cfg.out, exist_ok=True)
+    except OSError as e:
+        raise TrainError(f"cannot create the run directory {cfg.out}: {e.strerror}") from None
+    trainer = Trainer(cfg)
+    _write_json(os.path.join(cfg.out, "config.json"), cfg.to_dict())
+    return trainer
+
+
+def resume(run_dir: str, device: str | None = None, progress: bool | None = None) -> Trainer:
+    """Continue the run in ``run_dir`` from its last checkpoint, exactly (same batches, same draws)."""
+    config_path = os.path.join(run_dir, "config.json")
+    last = os.path.join(run_dir, "checkpoint-last.npz")
+    if not os.path.exists(config_path) or not os.path.exists(last):
+        raise TrainError(f"{run_dir} holds no run to resume (config.json and checkpoint-last.npz are needed)")
+    with open(config_path) as f:
+        cfg = TrainConfig.from_dict(json.load(f))
+    if device is not None:
+        cfg.device = device
+    if progress is not None:
+        cfg.progress = progress
+    cfg.out = run_dir
+    try:
+        ck = ckpt.read_checkpoint(last)
+    except (OSError, ValueError) as e:
+        raise TrainError(f"cannot resume from {last}: {_one_line(e)}") from None
+    state = {"model": _load(ck), "optimizer": ck.optimizer_state, "step": ck.step, "best_acc": ck.extra["best_acc"],
+             "position": tuple(ck.extra["position"]), "extra": {k: v for k, v in ck.extra.items() if k == "init"}}
+    return Trainer(cfg, resume_state=state)
+
+
+def evaluate_checkpoint(cfg: TrainConfig) -> dict:
+    """Accuracy and loss of ``cfg.init`` on the test split of ``cfg.dataset``."""
+    if not cfg.init:
+        raise TrainError("--eval-only needs the checkpoint to evaluate: pass --init CHECKPOINT")
+    model = _load(cfg.init)
+    test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download, progress=cfg.progress,
+                        **({"image_size": model.cfg.image_hw[0]} if cfg.dataset == "synthetic" else {}))
+    if model.cfg.num_classes != test.num_classes:
+        raise TrainError(f"the checkpoint has {model.cfg.num_classes} classes but {cfg.dataset} has "
+                         f"{test.num_classes}; fine-tune it first (--init)")
+    model.to(cfg.device).eval()
+    size = model.cfg.image_hw[0]
+    augment = Augment(test.mean, test.std, test.num_classes, image_size=None if size == test.image_size[0] else size)
+    x, y = backend.to_device(test.x, cfg.device), backend.to_device(test.y, cfg.device)
+    total, correct = 0.0, 0
+    with autograd.no_grad():
+        for lo in range(0, len(y), cfg.eval_batch_size):
+            logits = model(augment.prepare(x[lo: lo + cfg.eval_batch_size]))
+            labels = y[lo: lo + cfg.eval_batch_size]
+            total += float(ops.cross_entropy(logits, labels, reduction="sum").data)
+            correct += int((logits.data.argmax(axis=-1) == labels).sum())
+    return {"dataset": cfg.dataset, "split": "test", "examples": int(len(y)), "loss": total / len(y),
+            "acc": correct / len(y)}
+
+
+def _load(source, **options):
+    """``npvit.load_checkpoint`` with every failure turned into a one-line TrainError."""
+    try:
+        return ckpt.load_checkpoint(source, **options)
+    except FileNotFoundError:
+        raise TrainError(f"checkpoint {source} does not exist") from None
+    except (OSError, ValueError) as e:
+        raise TrainError(f"cannot use checkpoint {getattr(source, 'path', source)}: {_one_line(e)}") from None
+
+
+def _one_line(error) -> str:
+    """An exception's message folded onto one line."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def _write_json(path: str, obj) -> None:
+    """Write JSON atomically: a temporary file in the same folder, then a rename."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
