@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--image-size", type=int, help="train at this resolution (images are resized; fine-tuning "
                                                   "interpolates the position embeddings)")
     g.add_argument("--train-examples", type=int, help="use only the first N training examples")
+    g.add_argument("--eval-examples", type=int, help="evaluate on only the first N test examples")
 
     g = p.add_argument_group("mode")
     g.add_argument("--mode", choices=["supervised", "pretrain", "finetune", "mpp"],
@@ -124,7 +125,8 @@ def config_from_args(args):
         warmup_steps=args.warmup_steps, clip_grad=args.clip_grad, label_smoothing=args.label_smoothing,
         crop_padding=args.crop_padding, flip=False if args.no_flip else None, rand_ops=args.randaugment,
         rand_magnitude=args.randaugment_magnitude, mixup=args.mixup, cutmix=args.cutmix,
-        mpp_target=args.mpp_target, train_examples=args.train_examples, seed=args.seed, device=args.device,
+        mpp_target=args.mpp_target, train_examples=args.train_examples, eval_examples=args.eval_examples,
+        seed=args.seed, device=args.device,
         out=args.out, log_every=args.log_every, progress=not args.no_progress,
     )
 

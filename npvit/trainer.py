@@ -17,9 +17,10 @@ What a run keeps, in its run directory: ``config.json`` (the resolved config),
 ``metrics.jsonl`` (one JSON object per logged step and per evaluation),
 ``checkpoint-last.npz`` (every epoch, on Ctrl-C and at the end) and
 ``checkpoint-best.npz`` (best evaluation accuracy). Each checkpoint holds the
-parameters, the optimizer state, the step and the data position; every random draw of
-the run is a pure function of (seed, step) or (seed, epoch, batch), so ``--resume``
-continues exactly where the run stopped.
+parameters, the optimizer state and the step. The step says where the run is in the data
+(epoch, batch = divmod(step, batches per epoch)), and every random draw of the run is a
+pure function of (seed, step) or (seed, epoch, batch), so ``--resume`` continues exactly
+where the run stopped.
 """
 from __future__ import annotations
 
@@ -88,6 +89,7 @@ class TrainConfig:
     mpp_target: str = "mean_color"
     mpp_mask_ratio: float = 0.5
     train_examples: int | None = None
+    eval_examples: int | None = None
     seed: int = 0
     device: str = "cpu"
     out: str | None = None
@@ -185,8 +187,11 @@ def load_data(cfg: TrainConfig):
                          progress=cfg.progress, **options)
     test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download,
                         progress=cfg.progress, **options)
-    if cfg.train_examples is not None:  # a subset, for quick experiments and overfitting checks
+    # subsets, for quick experiments and overfitting checks
+    if cfg.train_examples is not None:
         train.x, train.y = train.x[: cfg.train_examples], train.y[: cfg.train_examples]
+    if cfg.eval_examples is not None:
+        test.x, test.y = test.x[: cfg.eval_examples], test.y[: cfg.eval_examples]
     return train, test
 
 
@@ -196,7 +201,7 @@ def build_model(cfg: TrainConfig, train_set) -> tuple[VisionTransformer, dict]:
     num_classes = train_set.num_classes
     overrides = dict(cfg.model_overrides)
     if cfg.mode == "finetune":
-        model = _load(cfg.init, img_size=image_size)
+        model = _load(cfg.init, img_size=image_size, drop_pretraining_parts=True)
         if model.cfg.in_chans != train_set.channels:
             raise TrainError(f"{cfg.init} takes {model.cfg.in_chans}-channel images but {cfg.dataset} has "
                              f"{train_set.channels}")
@@ -282,7 +287,6 @@ class Trainer:
             self.optimizer.load_state_dict(resume_state["optimizer"])
             self.step = resume_state["step"]
             self.best_acc = resume_state["best_acc"]
-            self.loader.seek(*resume_state["position"])
 
     # --- one step -------------------------------------------------------------------
     def loss_and_metrics(self, x, y, gen):
@@ -316,28 +320,11 @@ class Trainer:
         return loss_value, correct, count, grad_norm, lr
 
     # --- evaluation -----------------------------------------------------------------
-    @autograd.no_grad()
     def evaluate(self) -> dict:
-        """Loss and accuracy (or, for mpp, the prediction loss) on the whole test split."""
-        self.model.eval()
+        """Loss and accuracy (for the pixel target of mpp: the loss) on the test split."""
         cfg = self.cfg
-        total_loss, correct, seen = 0.0, 0, 0
-        gen = np.random.default_rng(cfg.seed)  # a fixed corruption for mpp, so epochs compare
-        for lo in range(0, len(self.test_y), cfg.eval_batch_size):
-            x = self.test_x[lo: lo + cfg.eval_batch_size]
-            y = self.test_y[lo: lo + cfg.eval_batch_size]
-            inputs = self.augment.prepare(x)
-            if cfg.mode == "mpp":
-                loss, c, n = mpp.loss(self.model, inputs, self.augment.mean, self.augment.std, gen,
-                                      cfg.mpp_mask_ratio)
-            else:
-                logits = self.model(inputs)
-                loss = ops.cross_entropy(logits, y)
-                c, n = (logits.data.argmax(axis=-1) == y).sum(), y.shape[0]
-            total_loss += float(loss.data) * n
-            correct += int(c)
-            seen += int(n)
-        return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1)}
+        return evaluate_model(self.model, self.test_x, self.test_y, self.augment, cfg.eval_batch_size,
+                              mpp_ratio=cfg.mpp_mask_ratio if cfg.mode == "mpp" else None, seed=cfg.seed)
 
     # --- the run directory --------------------------------------------------------------
     def log(self, record: dict) -> None:
@@ -352,7 +339,7 @@ class Trainer:
         path = os.path.join(self.run_dir, name)
         ckpt.save_checkpoint(
             path, self.model, step=self.step, optimizer_state=self.optimizer.state_dict(),
-            extra={"position": list(self.loader.position), "best_acc": self.best_acc, **self.extra},
+            extra={"best_acc": self.best_acc, **self.extra},
         )
         return path
 
@@ -366,33 +353,35 @@ class Trainer:
         last_eval = None
         try:
             while self.step < self.total_steps:
-                epoch, index = self.loader.position
+                epoch, index = divmod(self.step, self.steps_per_epoch)
                 steps_left = min(self.steps_per_epoch - index, self.total_steps - self.step)
                 bar = tqdm(total=steps_left, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
                            leave=False, dynamic_ncols=True)
                 # running sums stay on the device; they are read (a sync on a GPU) only when logged
-                run_loss, run_correct, run_seen, tick, tick_images = 0.0, 0, 0, time.time(), 0
+                run_loss, run_steps, run_correct, run_count, tick, tick_images = 0.0, 0, 0, 0, time.time(), 0
                 for _ in range(steps_left):
-                    batch = next(self.loader)
+                    batch = self.loader.batch(*divmod(self.step, self.steps_per_epoch))
                     loss, correct, count, grad_norm, lr = self.train_step(batch)
-                    run_loss = run_loss + loss * count
+                    run_loss = run_loss + loss
+                    run_steps += 1
                     run_correct = run_correct + correct
-                    run_seen += count
-                    tick_images += count
+                    run_count += count
+                    tick_images += len(batch.y)
                     bar.update(1)
                     if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                         elapsed = time.time() - tick
-                        record = {"step": self.step, "epoch": epoch, "lr": lr,
-                                  "loss": float(run_loss) / run_seen, "acc": float(run_correct) / run_seen,
+                        record = {"step": self.step, "epoch": epoch, "lr": lr, "loss": float(run_loss) / run_steps,
                                   "images_per_s": tick_images / max(elapsed, 1e-9)}
+                        if run_count:  # the pixel-regression target has nothing to count as right
+                            record["acc"] = float(run_correct) / run_count
                         if grad_norm is not None:
                             record["grad_norm"] = grad_norm
-                        bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['acc']:.3f}",
+                        bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record.get('acc', 0):.3f}",
                                         lr=f"{lr:.2e}", img_s=f"{record['images_per_s']:.0f}")
                         self.log(record)
-                        run_loss, run_correct, run_seen, tick, tick_images = 0.0, 0, 0, time.time(), 0
+                        run_loss, run_steps, run_correct, run_count, tick, tick_images = 0.0, 0, 0, 0, time.time(), 0
                 bar.close()
-                epoch_done = self.loader.position[1] == 0
+                epoch_done = self.step % self.steps_per_epoch == 0
                 if (epoch_done and (epoch + 1) % cfg.eval_every_epochs == 0) or self.step >= self.total_steps:
                     last_eval = self.evaluate()
                     last_eval.update(step=self.step, epoch=epoch, eval=True)
@@ -454,7 +443,7 @@ def resume(run_dir: str, device: str | None = None, progress: bool | None = None
     except (OSError, ValueError) as e:
         raise TrainError(f"cannot resume from {last}: {_one_line(e)}") from None
     state = {"model": _load(ck), "optimizer": ck.optimizer_state, "step": ck.step, "best_acc": ck.extra["best_acc"],
-             "position": tuple(ck.extra["position"]), "extra": {k: v for k, v in ck.extra.items() if k == "init"}}
+             "extra": {k: v for k, v in ck.extra.items() if k == "init"}}
     return Trainer(cfg, resume_state=state)
 
 
@@ -468,24 +457,53 @@ def evaluate_checkpoint(cfg: TrainConfig) -> dict:
     if model.cfg.num_classes != test.num_classes:
         raise TrainError(f"the checkpoint has {model.cfg.num_classes} classes but {cfg.dataset} has "
                          f"{test.num_classes}; fine-tune it first (--init)")
-    model.to(cfg.device).eval()
+    if cfg.eval_examples is not None:
+        test.x, test.y = test.x[: cfg.eval_examples], test.y[: cfg.eval_examples]
+    model.to(cfg.device)
     size = model.cfg.image_hw[0]
     augment = Augment(test.mean, test.std, test.num_classes, image_size=None if size == test.image_size[0] else size)
     x, y = backend.to_device(test.x, cfg.device), backend.to_device(test.y, cfg.device)
-    total, correct = 0.0, 0
-    with autograd.no_grad():
-        for lo in range(0, len(y), cfg.eval_batch_size):
-            logits = model(augment.prepare(x[lo: lo + cfg.eval_batch_size]))
-            labels = y[lo: lo + cfg.eval_batch_size]
-            total += float(ops.cross_entropy(logits, labels, reduction="sum").data)
-            correct += int((logits.data.argmax(axis=-1) == labels).sum())
-    return {"dataset": cfg.dataset, "split": "test", "examples": int(len(y)), "loss": total / len(y),
-            "acc": correct / len(y)}
+    result = evaluate_model(model, x, y, augment, cfg.eval_batch_size)
+    return {"dataset": cfg.dataset, "split": "test", "examples": int(len(y)), **result}
 
 
-def _load(source, **options):
-    """``npvit.load_checkpoint`` with every failure turned into a one-line TrainError."""
+@autograd.no_grad()
+def evaluate_model(model, x, y, augment, batch_size, mpp_ratio=None, seed=0) -> dict:
+    """Mean loss and accuracy of ``model`` on uint8 images ``x`` (N, C, H, W) with labels ``y``.
+
+    With ``mpp_ratio`` it scores masked patch prediction instead, under one fixed
+    corruption drawn from ``seed`` so that evaluations compare; the pixel target has no
+    accuracy, and reports minus its loss as ``acc`` so that "best" still means best.
+    """
+    model.eval()
+    gen = np.random.default_rng(seed)
+    total_loss, correct, count = 0.0, 0, 0
+    for lo in range(0, len(y), batch_size):
+        inputs, labels = augment.prepare(x[lo: lo + batch_size]), y[lo: lo + batch_size]
+        if mpp_ratio is not None:
+            loss, c, n = mpp.loss(model, inputs, augment.mean, augment.std, gen, mpp_ratio)
+        else:
+            logits = model(inputs)
+            loss = ops.cross_entropy(logits, labels)
+            c, n = (logits.data.argmax(axis=-1) == labels).sum(), labels.shape[0]
+        total_loss += float(loss.data) * len(labels)
+        correct += int(c)
+        count += int(n)
+    mean_loss = total_loss / len(y)
+    return {"loss": mean_loss, "acc": correct / count if count else -mean_loss}
+
+
+def _load(source, drop_pretraining_parts=False, **options):
+    """``npvit.load_checkpoint`` with every failure turned into a one-line TrainError.
+
+    ``drop_pretraining_parts`` leaves out what only masked patch prediction uses (the
+    [mask] token and the patch-prediction head), for fine-tuning.
+    """
     try:
+        if drop_pretraining_parts:
+            source = ckpt.read_checkpoint(source)
+            source.state = {k: v for k, v in source.state.items() if not k.startswith(("mpp_head.", "mask_token"))}
+            source.config = source.config.replace(mpp_target=None, mask_token=False)
         return ckpt.load_checkpoint(source, **options)
     except FileNotFoundError:
         raise TrainError(f"checkpoint {source} does not exist") from None
