@@ -5,9 +5,12 @@ over a column matrix: ``_im2col`` copies every kernel window out of the padded i
 through a strided view (no loop over pixels), one matrix product mixes channels and
 kernel offsets at once, and ``_col2im``, its exact adjoint, scatter-adds column
 gradients back into the image with one strided add per kernel offset. The pools reuse
-the same two helpers, so all four ops share one picture of where each window lies.
+the same helpers, so all three share one picture of where each window lies. Inside,
+images are held as (C, H, W, B), batch innermost (see ``_pad``).
 """
 from __future__ import annotations
+
+from numbers import Integral
 
 from ..backend import get_array_module
 from ..tensor import Function
@@ -17,7 +20,7 @@ __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "group_norm"]
 
 def _pair(v, name):
     """An int or a pair of ints as a pair of non-negative ints."""
-    pair = (v, v) if isinstance(v, int) else tuple(v)
+    pair = (v, v) if isinstance(v, Integral) else tuple(v)
     if len(pair) != 2 or any(int(p) != p or p < 0 for p in pair):
         raise ValueError(f"{name} must be a non-negative int or a pair of them, not {v!r}")
     return int(pair[0]), int(pair[1])
@@ -92,11 +95,12 @@ class Conv2d(Function):
         ho, wo = _out_size(h, kh, stride[0], padding[0]), _out_size(width, kw, stride[1], padding[1])
         xpad = _pad(x, padding, 0)                                          # (C_in, Hp, Wp, B)
         cols = _im2col(xpad, (kh, kw), stride).reshape(kh * kw * c_in, -1)  # (kh*kw*C_in, Ho*Wo*B)
-        w2 = w.transpose(0, 2, 3, 1).reshape(c_out, -1)                     # (C_out, kh*kw*C_in), as cols' rows
+        w2 = w.transpose(0, 2, 3, 1).reshape(c_out, -1)                     # (C_out, kh*kw*C_in) like cols
         out = w2 @ cols                                                      # (C_out, Ho*Wo*B)
         if bias:
             out += bias[0][:, None]
-        out = xp.ascontiguousarray(out.reshape(c_out, ho, wo, batch).transpose(3, 0, 1, 2))  # (B, C_out, Ho, Wo)
+        out = out.reshape(c_out, ho, wo, batch).transpose(3, 0, 1, 2)      # (B, C_out, Ho, Wo)
+        out = xp.ascontiguousarray(out)
         # The column matrix is kh*kw times the image: backward rebuilds it rather than keep it.
         return out, (xpad, w2, w.shape, (h, width), stride, padding, bool(bias))
 
@@ -121,14 +125,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D cross-correlation of ``x`` (B, C_in, H, W) with ``weight`` (C_out, C_in, kh, kw), zero padding."""
     stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
     if len(x.shape) != 4 or len(weight.shape) != 4:
-        raise ValueError(f"conv2d takes x (B, C, H, W) and weight (C_out, C_in, kh, kw), not {x.shape} and {weight.shape}")
+        raise ValueError(
+            f"conv2d takes x (B, C, H, W) and weight (C_out, C_in, kh, kw), not {x.shape} and {weight.shape}"
+        )
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"conv2d: x has {x.shape[1]} channels but weight expects {weight.shape[1]}")
     if 0 in stride:
         raise ValueError("conv2d: stride must be positive")
     kernel = weight.shape[2:]
     if any(_out_size(n, k, s, p) < 1 for n, k, s, p in zip(x.shape[2:], kernel, stride, padding)):
-        raise ValueError(f"conv2d: kernel {tuple(kernel)} is larger than the padded input {x.shape[2:]} + {padding}")
+        raise ValueError(f"conv2d: kernel {tuple(kernel)} does not fit the input {x.shape[2:]} padded by {padding}")
     if bias is None:
         return Conv2d.apply(x, weight, stride=stride, padding=padding)
     if tuple(bias.shape) != (weight.shape[0],):
@@ -148,7 +154,7 @@ def _pool_args(x, kernel_size, stride, padding):
     if any(2 * p > k for p, k in zip(padding, kernel)):
         raise ValueError(f"pooling: padding {padding} must be at most half of kernel_size {kernel}")
     if any(_out_size(n, k, s, p) < 1 for n, k, s, p in zip(x.shape[2:], kernel, stride, padding)):
-        raise ValueError(f"pooling: kernel {kernel} is larger than the padded input {x.shape[2:]} + {padding}")
+        raise ValueError(f"pooling: kernel {kernel} does not fit the input {x.shape[2:]} padded by {padding}")
     return kernel, stride, padding
 
 
@@ -188,14 +194,16 @@ class AvgPool2d(Function):
         xpad = _pad(x, padding, 0)                                          # (C, Hp, Wp, B)
         n = kernel[0] * kernel[1]
         out = _im2col(xpad, kernel, stride).sum(axis=(0, 1)) / n            # (C, Ho, Wo, B)
-        return xp.ascontiguousarray(out.transpose(3, 0, 1, 2)), (kernel, stride, padding, xpad.shape, x.shape[2:], n)
+        out = xp.ascontiguousarray(out.transpose(3, 0, 1, 2))              # (B, C, Ho, Wo)
+        return out, (kernel, stride, padding, xpad.shape, x.shape[2:], n)
 
     @staticmethod
     def backward(g, cache):
         # out = sum(window) / n with padded zeros counted in n: every cell of a window gets g / n
         kernel, stride, padding, padded_shape, size, n = cache
         xp = get_array_module(g)
-        dcols = xp.broadcast_to(g.transpose(1, 2, 3, 0) / n, (*kernel, *g.shape[1:], g.shape[0]))  # (kh, kw, C, Ho, Wo, B)
+        g = g.transpose(1, 2, 3, 0) / n                                     # (C, Ho, Wo, B)
+        dcols = xp.broadcast_to(g, (*kernel, *g.shape))                     # (kh, kw, C, Ho, Wo, B)
         return _unpad(_col2im(dcols, padded_shape, stride), padding, size)
 
 
@@ -248,7 +256,7 @@ class GroupNorm(Function):
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalise ``x`` (B, C, ...) over each group of C/num_groups channels and all positions; per-channel affine."""
     if len(x.shape) < 2 or x.shape[1] % num_groups:
-        raise ValueError(f"group_norm: {num_groups} groups do not divide the channels of an input of shape {x.shape}")
+        raise ValueError(f"group_norm: {num_groups} groups do not divide the channels of shape {x.shape}")
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and tuple(p.shape) != (x.shape[1],):
             raise ValueError(f"group_norm: {name} of shape {p.shape} for {x.shape[1]} channels")
