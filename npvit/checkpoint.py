@@ -143,7 +143,7 @@ def read_checkpoint(path, **overrides) -> Checkpoint:
             arrays = {k: z[k] for k in z.files}
     except ValueError as e:
         raise ValueError(
-            f"{path}: not a NumPy .npz checkpoint ({e}); a PyTorch state dict must be saved with NumPy first, "
+            f"{path}: cannot be read as a NumPy .npz without unpickling ({e}); save a PyTorch state dict with "
             "np.savez(path, **{k: v.numpy() for k, v in state_dict.items()})"
         ) from e
     if META_KEY in arrays:
@@ -281,6 +281,8 @@ def infer_config(state, **overrides) -> ViTConfig:
         num_classes=state["head.weight"].shape[0] if "head.weight" in state else 0,
     )
     cfg["global_pool"] = "token" if cfg["class_token"] and not cfg["fc_norm"] else "avg"
+    if cfg["fc_norm"] == (cfg["global_pool"] == "avg"):
+        cfg["fc_norm"] = None  # what the pooling implies anyway, as a config built by hand would say
     cfg["pos_embed"] = "1d" if "pos_embed" in state else "none"
     bb = "patch_embed.backbone"
     if f"{bb}.stem.conv.weight" in state:
@@ -292,11 +294,11 @@ def infer_config(state, **overrides) -> ViTConfig:
     cfg.update(overrides)
     if "img_size" not in cfg:
         if "pos_embed" not in state:
-            fail("no 'pos_embed' to read the image size from; pass img_size=...")
+            fail("no 'pos_embed' to read the image size from; pass read_checkpoint(path, img_size=...)")
         n = state["pos_embed"].shape[1] - int(cfg["class_token"])
         side = math.isqrt(n)
         if side * side != n:
-            fail(f"pos_embed holds {n} patch positions, not a square grid; pass img_size=(H, W)")
+            fail(f"pos_embed holds {n} patch positions, not a square grid; pass read_checkpoint(path, img_size=(H, W))")
         # a throwaway config with the same stem tells how many pixels a feature-map cell spans
         stem = ViTConfig(**{**cfg, "img_size": 1, "patch_size": 1, "mpp_target": None})
         cfg["img_size"] = side * cfg["patch_size"] * stem.backbone_stride
@@ -335,7 +337,8 @@ def load_checkpoint(source, *, img_size=None, num_classes=None, interpolation="b
             if match:
                 state[key] = pe.resize(match.group(1), value, old.grid_size, new.grid_size,
                                        old.num_prefix_tokens, interpolation)
-    model = VisionTransformer(new, generator=generator)
+    with backend.default_dtype_as(state["patch_embed.proj.weight"].dtype):  # a float64 checkpoint stays float64
+        model = VisionTransformer(new, generator=generator)
     if "num_classes" in changes:
         state = {k: v for k, v in state.items() if not k.startswith(("head.", "pre_logits."))}
         state.update({k: v for k, v in model.state_dict().items() if k.startswith("head.")})
