@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "Google ViT .npz) and fine-tune")
     g.add_argument("--mpp-target", choices=MPP_TARGETS, default="mean_color",
                    help="what masked patch prediction predicts (default mean_color: 3-bit mean colour)")
-    g.add_argument("--eval-only", action="store_true", help="evaluate --init (or --resume's best) and exit")
+    g.add_argument("--eval-only", action="store_true", help="evaluate the --init checkpoint on the test split, print JSON and exit")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
 
     g = p.add_argument_group("model")
