@@ -84,8 +84,10 @@ def relative_bias(q, table, index, num_prefix_tokens):
     if num_prefix_tokens:
         q = q[:, :, num_prefix_tokens:]                                   # (B, H, N, d)
     n = n_all - num_prefix_tokens
-    logits = (q @ keys).reshape(B, H, n * offsets)                        # (B, H, N M)
-    bias = logits[:, :, index]                                            # (B, H, N, N)
+    # heads first, batch folded into rows: one GEMM per head, no broadcast to sum over in backward
+    q = q.transpose(1, 0, 2, 3).reshape(H, B * n, d)                      # (H, B N, d)
+    logits = (q @ keys).reshape(H, B, n * offsets)                        # (H, B, N M)
+    bias = logits[:, :, index].transpose(1, 0, 2, 3)                      # (B, H, N, N)
     if num_prefix_tokens:
         p = num_prefix_tokens
         bias = pad(bias, ((0, 0), (0, 0), (p, 0), (p, 0)))                # (B, H, N', N')
