@@ -199,7 +199,7 @@ class ViTConfig:
 
     @property
     def mpp_num_colors(self) -> int:
-        """Colour classes of one masked-patch-prediction cell: 2^(bits per channel x channels), 512 for RGB at 3 bits."""
+        """Colour classes of one masked-patch-prediction cell: 2^(bits x channels), 512 for RGB at 3 bits."""
         return 2 ** (self.mpp_bits * self.in_chans)
 
     # --- (de)serialisation --------------------------------------------------------

@@ -183,7 +183,9 @@ class VisionTransformer(Module):
 
     def __init__(self, cfg: ViTConfig | None = None, *, generator=None, **fields):
         super().__init__()
-        cfg = (cfg or ViTConfig()).replace(**fields) if fields else (cfg or ViTConfig())
+        cfg = cfg or ViTConfig()
+        if fields:
+            cfg = cfg.replace(**fields)
         self.cfg = cfg
         D = cfg.embed_dim
         dtype = backend.default_dtype()
@@ -219,6 +221,7 @@ class VisionTransformer(Module):
         return self.blocks[i] if cfg.pos_embed_at == "every_block" else self
 
     def _set_relative_index(self):
+        """(Re)build the relative-offset gather index for the current grid, on the parameters' device."""
         if self.cfg.pos_embed == "relative":
             index = pe.relative_index(self.cfg.grid_size)
             device = self.patch_embed.proj.weight.device

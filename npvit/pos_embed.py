@@ -30,7 +30,12 @@ from autograd.nn import Parameter
 from autograd.ops import concatenate, interpolation_matrix, pad
 
 # The parameter names of each kind, whether they sit on the model or on a block.
-PARAM_NAMES = {"none": (), "1d": ("pos_embed",), "2d": ("pos_embed_row", "pos_embed_col"), "relative": ("rel_pos_embed",)}
+PARAM_NAMES = {
+    "none": (),
+    "1d": ("pos_embed",),
+    "2d": ("pos_embed_row", "pos_embed_col"),
+    "relative": ("rel_pos_embed",),
+}
 ALL_PARAM_NAMES = tuple(n for names in PARAM_NAMES.values() for n in names)
 
 
@@ -109,7 +114,8 @@ def resize(name, a, old_grid, new_grid, num_prefix_tokens, mode="bicubic"):
     if name == "pos_embed":
         prefix, grid = a[:, :num_prefix_tokens], a[0, num_prefix_tokens:]
         if grid.shape[0] != oh * ow:
-            raise ValueError(f"pos_embed of shape {a.shape} does not hold a {oh}x{ow} grid after {num_prefix_tokens} prefix token(s)")
+            raise ValueError(f"pos_embed of shape {a.shape} does not hold a {oh}x{ow} grid "
+                             f"after {num_prefix_tokens} prefix token(s)")
         grid = grid.reshape(oh, ow, -1)                                   # (gh, gw, D)
         grid = _resize_axis(_resize_axis(grid, 0, nh, mode), 1, nw, mode)  # (nh, nw, D)
         xp = backend.get_array_module(a)

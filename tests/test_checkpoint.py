@@ -317,7 +317,8 @@ def flax_forward(a, x, heads, classifier="token"):
         b = f"Transformer/encoderblock_{i}/"
         m = b + "MultiHeadDotProductAttention_1/"
         y = layer_norm(x, b + "LayerNorm_0")
-        q, k, v = (np.einsum("bnd,dhk->bnhk", y, a[m + t + "/kernel"]) + a[m + t + "/bias"] for t in ("query", "key", "value"))
+        q, k, v = (np.einsum("bnd,dhk->bnhk", y, a[m + t + "/kernel"]) + a[m + t + "/bias"]
+                   for t in ("query", "key", "value"))
         logits = np.einsum("bqhk,bnhk->bhqn", q / np.sqrt(q.shape[-1]), k)
         weights = np.exp(logits - logits.max(-1, keepdims=True))
         weights /= weights.sum(-1, keepdims=True)

@@ -414,7 +414,8 @@ def test_mpp_targets():
     assert cells.shape == (1, 4, 4) and (cells[0, 0] == 7 * 64 + 4 * 8).all() and (cells[0, 3] == 511).all()
     half = x.copy()
     half[0, :, 0:2, 0:2] = 0.0
-    assert mpp_targets(half, cfg.replace(mpp_target="patch_color", mpp_grid=2))[0, 0].tolist() == [0] + [7 * 64 + 4 * 8] * 3
+    half_cells = mpp_targets(half, cfg.replace(mpp_target="patch_color", mpp_grid=2))
+    assert half_cells[0, 0].tolist() == [0] + [7 * 64 + 4 * 8] * 3
     model = tiny(mpp_target="pixels")
     pixels = model.mpp_targets(x)
     assert pixels.shape == (1, 4, 48)

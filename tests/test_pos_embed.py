@@ -122,7 +122,8 @@ def test_bilinear_keeps_a_linear_ramp_exactly_inside():
 def test_2d_tables_resize_like_the_grid_they_make():
     row, col = rng().standard_normal((3, 2)), rng(1).standard_normal((4, 2))
     small = pe.absolute("2d", {"pos_embed_row": Tensor(row), "pos_embed_col": Tensor(col)}, 0).data
-    resized = {n: Tensor(pe.resize(n, a, (3, 4), (6, 5), 0)) for n, a in (("pos_embed_row", row), ("pos_embed_col", col))}
+    resized = {n: Tensor(pe.resize(n, a, (3, 4), (6, 5), 0))
+               for n, a in (("pos_embed_row", row), ("pos_embed_col", col))}
     np.testing.assert_allclose(pe.absolute("2d", resized, 0).data, pe.resize("pos_embed", small, (3, 4), (6, 5), 0),
                                atol=1e-12)
 
