@@ -1,0 +1,443 @@
+"""Benchmark: training steps and inference of a named ViT, npvit side by side with PyTorch.
+
+    python -m npvit.bench --model vit-tiny --batch-size 128 --device cpu --threads 2
+    python -m npvit.bench --model vit-s16 --batch-size 128 --device gpu --mode infer
+
+A training step is what the trainer does for one batch: zero the gradients, forward,
+cross-entropy, backward, AdamW step. Inference is a forward pass under ``no_grad`` in
+eval mode. Both run on random images and labels, the data already on the device, so
+the numbers are the model's and the engine's, not the data pipeline's.
+
+When PyTorch is importable the same ViT is built in plain ``torch.nn`` (pre-norm
+blocks, fused q/k/v, ``F.scaled_dot_product_attention`` as timm uses it, exact or tanh
+GELU as the config says, [class] token, 1-D position embeddings, ``torch.optim.AdamW``
+with its defaults), loaded with npvit's own initial weights, and timed in the same
+process in alternation with npvit (npvit, PyTorch, npvit, PyTorch, ...), so that a
+noisy machine slows both alike. Throughput is the median over the repeats; the ratio
+printed is npvit / PyTorch, above 1 meaning npvit is faster (for memory: uses more).
+Configs PyTorch's twin does not cover (the hybrid, 2-D or relative position
+embeddings) are timed for npvit alone.
+
+Threads: ``--threads N`` gives both the same number. NumPy's BLAS reads its thread
+count from the environment when NumPy is first imported, so the command sets
+``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` and restarts
+itself once; PyTorch gets ``torch.set_num_threads(N)``. Without ``--threads`` both
+keep their defaults (all cores). NumPy's own elementwise loops use one thread whatever
+the setting; PyTorch's use all N.
+
+Peak memory: on the CPU, how much a fresh child process (forked before anything is
+built) grows its peak resident set while it builds the model, the optimizer and the
+batch and runs two steps, measured the same way for both libraries (Linux
+``/proc/self/status`` VmHWM); on a GPU, the bytes CuPy's memory pool holds after a step
+versus ``torch.cuda.max_memory_allocated``.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from autograd import backend, ops, optim
+from autograd.tensor import no_grad
+
+from .config import get_config, list_models
+from .model import create_model
+
+ALIASES = {"vit-tiny": "vit_cifar_tiny", "vit-s16": "vit_small_patch16_224"}
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+MEMORY_PROBE_STEPS = 2
+
+
+def resolve_model(name: str) -> str:
+    """A registered model name from a name or an alias (``vit-tiny``, ``vit-s16``)."""
+    name = ALIASES.get(name, name)
+    if name not in list_models():
+        aliases = ", ".join(f"{a} ({n})" for a, n in ALIASES.items())
+        raise SystemExit(f"npvit.bench: unknown model {name!r}; use an alias ({aliases}) or one of: "
+                         f"{', '.join(list_models())}")
+    return name
+
+
+# --- the two libraries' steps --------------------------------------------------------
+def _synchronize(device):
+    """Wait for the GPU (a no-op on the CPU), so that a timer sees finished work."""
+    if backend.parse_device(device)[0] == "gpu":
+        backend.xp_for(device).cuda.get_current_stream().synchronize()
+
+
+def random_batch(cfg, batch_size, seed=0):
+    """Host images (B, C, H, W) drawn from N(0, 1) in float32, and integer labels (B,)."""
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((batch_size, cfg.in_chans, *cfg.image_hw), dtype=np.float32)
+    return images, rng.integers(0, max(cfg.num_classes, 1), batch_size)
+
+
+def npvit_runner(name, mode, images, labels, device):
+    """(model, step): one training step or one inference pass of npvit, data already on the device."""
+    model = create_model(name, generator=backend.generator(0)).to(device)
+    x = backend.to_device(images, device)
+    y = backend.to_device(labels, device)
+    if mode == "infer":
+        model.eval()
+
+        @no_grad()
+        def step():
+            model(x)
+    else:
+        opt = optim.AdamW(model.parameters(), lr=1e-3)
+
+        def step():
+            opt.zero_grad()
+            ops.cross_entropy(model(x), y).backward()
+            opt.step()
+    return model, step
+
+
+def torch_unsupported(cfg) -> str | None:
+    """Why the PyTorch twin cannot mirror ``cfg``, or None when it can."""
+    if cfg.hybrid_layers is not None:
+        return "the hybrid's ResNet stem"
+    if cfg.pos_embed not in ("1d", "none") or cfg.pos_embed_at != "input":
+        return f"pos_embed={cfg.pos_embed!r} at {cfg.pos_embed_at!r}"
+    if cfg.mpp_target is not None or cfg.mask_token:
+        return "masked patch prediction"
+    rates = ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate")
+    if any(getattr(cfg, r) for r in rates):
+        return "dropout"
+    return None
+
+
+def build_torch_vit(cfg):
+    """The config's ViT in plain torch.nn, with timm's parameter names (so npvit's state dict loads)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim, bias=cfg.qkv_bias)
+            self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+
+        def forward(self, x):
+            B, N, D = x.shape
+            H = cfg.num_heads
+            q, k, v = self.qkv(x).reshape(B, N, 3, H, D // H).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, d)
+            x = F.scaled_dot_product_attention(q, k, v)
+            return self.proj(x.transpose(1, 2).reshape(B, N, D))
+
+    class Mlp(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(cfg.embed_dim, cfg.mlp_hidden_dim)
+            self.act = nn.GELU(approximate=cfg.gelu_approximate)
+            self.fc2 = nn.Linear(cfg.mlp_hidden_dim, cfg.embed_dim)
+
+        def forward(self, x):
+            return self.fc2(self.act(self.fc1(x)))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm1 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+            self.attn = Attention()
+            self.norm2 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+            self.mlp = Mlp()
+
+        def forward(self, x):
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+
+    class PatchEmbed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, cfg.patch_size, stride=cfg.patch_size)
+
+        def forward(self, x):
+            return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, D)
+
+    class PreLogits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(cfg.embed_dim, cfg.representation_size)
+
+        def forward(self, x):
+            return torch.tanh(self.fc(x))
+
+    class VisionTransformer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            D, prefix = cfg.embed_dim, cfg.num_prefix_tokens
+            self.patch_embed = PatchEmbed()
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
+            if cfg.pos_embed == "1d":
+                self.pos_embed = nn.Parameter(torch.randn(1, cfg.num_patches + prefix, D) * 0.02)
+            self.blocks = nn.Sequential(*(Block() for _ in range(cfg.depth)))
+            self.norm = nn.Identity() if cfg.use_fc_norm else nn.LayerNorm(D, eps=1e-6)
+            self.fc_norm = nn.LayerNorm(D, eps=1e-6) if cfg.use_fc_norm else nn.Identity()
+            self.pre_logits = PreLogits() if cfg.representation_size else nn.Identity()
+            self.head = nn.Linear(cfg.representation_size or D, cfg.num_classes) if cfg.num_classes else nn.Identity()
+
+        def forward(self, x):
+            x = self.patch_embed(x)
+            if self.cls_token is not None:
+                x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, N', D)
+            if cfg.pos_embed == "1d":
+                x = x + self.pos_embed
+            x = self.norm(self.blocks(x))
+            x = x[:, cfg.num_prefix_tokens:].mean(dim=1) if cfg.global_pool == "avg" else x[:, 0]  # (B, D)
+            return self.head(self.pre_logits(self.fc_norm(x)))
+
+    return VisionTransformer()
+
+
+def _torch_device(device):
+    kind, index = backend.parse_device(device)
+    return "cpu" if kind == "cpu" else f"cuda:{index}"
+
+
+def torch_runner(cfg, mode, images, labels, device, state_dict=None):
+    """(model, step): the PyTorch twin's training step or inference pass, loaded with ``state_dict`` if given."""
+    import torch
+    import torch.nn.functional as F
+
+    model = build_torch_vit(cfg)
+    if state_dict is not None:
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()})
+    dev = _torch_device(device)
+    if dev != "cpu":  # the same float32 arithmetic as npvit's: no TF32 in the matmuls
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    model = model.to(dev)
+    x = torch.from_numpy(images).to(dev)
+    y = torch.from_numpy(labels).to(dev)
+    if mode == "infer":
+        model.eval()
+
+        @torch.no_grad()
+        def step():
+            model(x)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+        def step():
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    return model, step
+
+
+def _torch_synchronize(device):
+    if backend.parse_device(device)[0] == "gpu":
+        import torch
+
+        torch.cuda.synchronize(_torch_device(device))
+
+
+# --- measuring -------------------------------------------------------------------------
+def time_alternating(runs: dict, batch_size, steps, repeats) -> dict:
+    """Images/s of each run for ``repeats`` timed blocks of ``steps`` steps, the runs taking turns.
+
+    ``runs`` maps a name to ``(step, synchronize)``; returns name -> list of images/s.
+    """
+    rates = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, (step, synchronize) in runs.items():
+            synchronize()
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            synchronize()
+            rates[name].append(batch_size * steps / (time.perf_counter() - start))
+    return rates
+
+
+def _status_kib(field) -> int:
+    """A field of /proc/self/status, in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _probe_peak_rss(make_step, conn):
+    """In a forked child: peak resident-set growth (bytes) over building a run and taking its steps."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM, the peak resident set, to the current size
+        before = _status_kib("VmRSS")
+        step = make_step()
+        for _ in range(MEMORY_PROBE_STEPS):
+            step()
+        conn.send((_status_kib("VmHWM") - before) * 1024)
+    except Exception as e:  # no /proc (not Linux), or the run itself failed: report, never hang
+        conn.send(f"{type(e).__name__}: {e}")
+    conn.close()
+
+
+def peak_rss_growth(make_step):
+    """Bytes by which a fresh forked child's peak resident set grows building and running ``make_step()``.
+
+    Returns None (with the reason) where it cannot be measured: no fork (Windows,
+    macOS's default) or no /proc.
+    """
+    if "fork" not in multiprocessing.get_all_start_methods() or not os.path.exists("/proc/self/clear_refs"):
+        return None, "needs Linux's /proc and fork"
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_probe_peak_rss, args=(make_step, send))
+    child.start()
+    send.close()
+    result = receive.recv() if receive.poll(3600) else "timed out"
+    child.join()
+    return (result, None) if isinstance(result, int) else (None, result)
+
+
+def gpu_peak_bytes(library, step, device):
+    """Peak GPU bytes over one step: CuPy's memory pool total, or PyTorch's max allocated."""
+    if library == "npvit":
+        pool = backend.xp_for(device).get_default_memory_pool()
+        pool.free_all_blocks()  # the pool keeps what it frees; empty it so its size after the step is the peak
+        step()
+        _synchronize(device)
+        return pool.total_bytes()
+    import torch
+
+    torch.cuda.synchronize(_torch_device(device))
+    torch.cuda.reset_peak_memory_stats(_torch_device(device))
+    step()
+    torch.cuda.synchronize(_torch_device(device))
+    return torch.cuda.max_memory_allocated(_torch_device(device))
+
+
+# --- threads ----------------------------------------------------------------------------
+def _restart_with_threads(n, argv):
+    """Re-run this command with the BLAS thread variables set to ``n``, unless they already are."""
+    if all(os.environ.get(v) == str(n) for v in THREAD_VARIABLES):
+        return
+    for v in THREAD_VARIABLES:
+        os.environ[v] = str(n)
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "npvit.bench", *argv])
+
+
+def blas_threads() -> str:
+    """How many threads NumPy's BLAS uses, as far as can be told."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        for v in THREAD_VARIABLES:
+            if v in os.environ:
+                return f"{os.environ[v]} ({v})"
+        return f"default ({os.cpu_count()} cores)"
+    found = [f"{i['num_threads']} ({i['internal_api']})" for i in threadpool_info() if i["user_api"] == "blas"]
+    return ", ".join(found) or "unknown"
+
+
+# --- the command ------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags."""
+    p = argparse.ArgumentParser(prog="python -m npvit.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="vit-tiny",
+                   help=f"a model name or an alias ({', '.join(ALIASES)}); default vit-tiny")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N")
+    p.add_argument("--mode", choices=("train", "infer"), default="train")
+    p.add_argument("--steps", type=int, default=3, help="steps per timed repeat (default 3)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per library, alternating (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per library first (default 2)")
+    p.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the PyTorch twin when torch is importable (default on)")
+    p.add_argument("--threads", type=int, help="threads for BLAS and PyTorch (default: each library's own)")
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure peak memory too (default on)")
+    return p
+
+
+def _mib(n):
+    return "n/a" if n is None else f"{n / 2**20:.0f} MiB"
+
+
+def main(argv=None) -> int:
+    """Run the benchmark and print a table; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit("npvit.bench: --threads must be at least 1")
+        _restart_with_threads(args.threads, argv)
+    name = resolve_model(args.model)
+    cfg = get_config(name)
+    device = backend.device_name(args.device)
+    on_gpu = device != "cpu"
+    if on_gpu:
+        backend.xp_for(device)  # fail now, with the backend's message, if there is no GPU
+
+    torch_note = None
+    use_torch = args.torch
+    if use_torch:
+        try:
+            import torch
+        except ImportError:
+            use_torch, torch_note = False, "PyTorch is not installed"
+    if use_torch and torch_unsupported(cfg):
+        use_torch, torch_note = False, f"the PyTorch twin does not model {torch_unsupported(cfg)}"
+    if use_torch and args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    images, labels = random_batch(cfg, args.batch_size)
+    memory = {}
+    if args.memory and not on_gpu:  # forked before this process builds anything, so children start lean
+        memory["npvit"] = peak_rss_growth(lambda: npvit_runner(name, args.mode, images, labels, device)[1])
+        if use_torch:
+            memory["PyTorch"] = peak_rss_growth(lambda: torch_runner(cfg, args.mode, images, labels, device)[1])
+
+    model, step = npvit_runner(name, args.mode, images, labels, device)
+    runs = {"npvit": (step, lambda: _synchronize(device))}
+    if use_torch:
+        _, torch_step = torch_runner(cfg, args.mode, images, labels, device, state_dict=model.state_dict())
+        runs["PyTorch"] = (torch_step, lambda: _torch_synchronize(device))
+    for run_step, synchronize in runs.values():
+        for _ in range(args.warmup):
+            run_step()
+        synchronize()
+    if args.memory and on_gpu:
+        memory = {lib: (gpu_peak_bytes(lib, s, device), None) for lib, (s, _) in runs.items()}
+    rates = time_alternating(runs, args.batch_size, args.steps, args.repeats)
+
+    print(f"npvit.bench: {name}" + (f" ({args.model})" if args.model != name else "")
+          + f", batch {args.batch_size}, {args.mode}, float32, {device}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; python "
+          f"{platform.python_version()}, numpy {np.__version__}"
+          + (f", torch {torch.__version__}" if use_torch else "") + "; threads: BLAS " + blas_threads()
+          + (f", torch {torch.get_num_threads()}" if use_torch else ""))
+    print(f"timing: {args.repeats} repeats x {args.steps} steps after {args.warmup} warm-up steps"
+          + (", npvit and PyTorch alternating" if use_torch else ""))
+    memory_kind = "GPU peak" if on_gpu else "peak RSS growth"
+    print(f"{'':16s}{'images/s (median)':>20s}{'[min - max]':>20s}{memory_kind:>20s}")
+    for lib, r in rates.items():
+        peak = memory.get(lib, (None, None))[0]
+        print(f"{lib:16s}{statistics.median(r):20.1f}{f'[{min(r):.1f} - {max(r):.1f}]':>20s}{_mib(peak):>20s}")
+    if use_torch:
+        speed = statistics.median(rates["npvit"]) / statistics.median(rates["PyTorch"])
+        paired = [a / b for a, b in zip(rates["npvit"], rates["PyTorch"])]
+        mem = [memory.get(lib, (None, None))[0] for lib in ("npvit", "PyTorch")]
+        mem_ratio = f"{mem[0] / mem[1]:.2f}" if None not in mem and mem[1] else "n/a"
+        print(f"{'npvit/PyTorch':16s}{speed:20.2f}{f'[{min(paired):.2f} - {max(paired):.2f}]':>20s}{mem_ratio:>20s}")
+    for lib, (_, why) in memory.items():
+        if why:
+            print(f"memory of {lib} not measured: {why}")
+    if torch_note:
+        print(f"PyTorch not timed: {torch_note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
