@@ -3,6 +3,12 @@
 Every user error (a bad flag, an unknown data set, missing data, a checkpoint that does
 not fit) ends in one line on stderr and exit code 2; a loss that stops being finite ends
 with exit code 3 and the last good checkpoint kept; Ctrl-C saves the run and exits 130.
+
+Started by an MPI launcher as one of several processes (``mpirun -np N python train.py``)
+it trains data parallel (``npvit/distributed.py``). Then a failure in any process ends
+them all at once with its exit code (MPI abort), its message printed by that process,
+rather than leaving the others waiting for it; a non-finite loss is seen by every
+process at the same step and ends them all with code 3.
 """
 from __future__ import annotations
 
@@ -11,9 +17,11 @@ import json
 import os
 import sys
 import time
+import traceback
 
 from autograd.backend import DeviceError
 
+from . import distributed
 from .config import GLOBAL_POOLS, MPP_TARGETS, POS_EMBED_AT, POS_EMBED_KINDS, list_models
 from .data import DataError
 
@@ -107,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/DATASET-MODE-TIME)")
     g.add_argument("--log-every", type=int, default=20, help="steps between metric lines (default 20)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--distributed", action="store_true",
+                   help="use MPI even for a single process (it is used anyway when an MPI launcher starts several: "
+                        "mpirun -np N python train.py ...)")
     return p
 
 
@@ -131,26 +142,39 @@ def config_from_args(args):
     )
 
 
-def _run(args) -> int:
+def _run(args, comm) -> int:
     from . import trainer as T
 
     if args.resume:
         t = T.resume(args.resume, device=args.device if args.device != "cpu" else None,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, comm=comm)
     else:
         cfg = T.resolve(config_from_args(args))
         if args.eval_only:
-            result = T.evaluate_checkpoint(cfg)
-            print(json.dumps(result))
+            result = T.evaluate_checkpoint(cfg, comm)
+            if comm.is_main:
+                print(json.dumps(result))
             return 0
-        if cfg.out is None:
-            cfg.out = os.path.join("runs", f"{cfg.dataset}-{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
-        t = T.start(cfg)
+        if cfg.out is None:  # rank 0's clock names the run for every process
+            cfg.out = comm.share(os.path.join("runs", f"{cfg.dataset}-{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        t = T.start(cfg, comm)
     summary = t.fit()
-    best = f"{summary['best_acc']:.4f}" if summary["best_acc"] >= 0 else "n/a"
-    print(f"done: {summary['steps']} steps in {summary['time_s']:.1f} s, best test accuracy {best}; "
-          f"checkpoints in {summary['run_dir']}", flush=True)
+    if comm.is_main:
+        best = f"{summary['best_acc']:.4f}" if summary["best_acc"] >= 0 else "n/a"
+        print(f"done: {summary['steps']} steps in {summary['time_s']:.1f} s, best test accuracy {best}; "
+              f"checkpoints in {summary['run_dir']}", flush=True)
     return 0
+
+
+def _fail(comm, code: int, message: str | None = None) -> int:
+    """Report a failure of this process: return ``code``, or, in a job of several processes, end them all with it."""
+    if comm.world_size > 1:
+        if message:
+            print(f"{message} (process {comm.rank} of {comm.world_size})", file=sys.stderr, flush=True)
+        comm.abort(code)  # the others may be waiting for this one in a collective
+    if message:
+        print(message, file=sys.stderr)
+    return code
 
 
 def main(argv=None) -> int:
@@ -159,12 +183,21 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
-    except (T.TrainError, DataError, DeviceError) as e:
+        comm = distributed.init(force=args.distributed)
+    except distributed.DistributedError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except T.NonFiniteLoss as e:
-        print(f"train.py: stopped: {e}; the last good checkpoint is kept", file=sys.stderr)
+    try:
+        return _run(args, comm)
+    except (T.TrainError, DataError, DeviceError, distributed.DistributedError) as e:
+        return _fail(comm, EXIT_USER_ERROR, f"train.py: error: {e}")
+    except T.NonFiniteLoss as e:  # every process stops at the same step: no abort needed
+        if comm.is_main:
+            print(f"train.py: stopped: {e}; the last good checkpoint is kept", file=sys.stderr)
         return EXIT_NON_FINITE
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return _fail(comm, EXIT_INTERRUPTED)
+    except Exception:
+        if comm.world_size == 1:
+            raise
+        return _fail(comm, 1, f"train.py: failed:\n{traceback.format_exc().rstrip()}")

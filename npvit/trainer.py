@@ -21,25 +21,26 @@ parameters, the optimizer state and the step. The step says where the run is in 
 (epoch, batch = divmod(step, batches per epoch)), and every random draw of the run is a
 pure function of (seed, step) or (seed, epoch, batch), so ``--resume`` continues exactly
 where the run stopped.
+
+Data parallel (``mpirun -np N python train.py ...``, see ``npvit/distributed.py``): each
+process trains on its share of every global batch and the gradients are averaged, so a
+run on N processes is the same experiment as on one, and either can resume the other.
+Rank 0 alone writes the run directory and prints.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
-
-import numpy as np
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import autograd
-from autograd import Tensor, backend, ops, optim
-from autograd.backend import to_numpy
+from autograd import backend, nn, ops, optim
 
 from . import checkpoint as ckpt
-from . import mpp
+from . import distributed, mpp
 from .config import get_config
-from .data import Augment, DataError, Loader, load_dataset
+from .data import Augment, Loader, load_dataset, seed_generator
 from .model import VisionTransformer
 
 MODES = ("supervised", "pretrain", "finetune", "mpp")
@@ -243,19 +244,25 @@ def build_schedule(cfg: TrainConfig, total_steps: int, steps_per_epoch: int):
 
 # --- the run --------------------------------------------------------------------------
 class Trainer:
-    """Owns one run: the model, the data, the optimizer and the run directory."""
+    """Owns one run (or this process's part of it): the model, the data, the optimizer and the run directory."""
 
-    def __init__(self, cfg: TrainConfig, resume_state: dict | None = None):
+    def __init__(self, cfg: TrainConfig, resume_state: dict | None = None, comm=None):
+        comm = distributed.Communicator() if comm is None else comm
+        if not comm.is_main:
+            cfg = replace(cfg, progress=False)  # rank 0 alone shows progress bars
         self.cfg = cfg
-        self.xp = backend.xp_for(cfg.device)
-        train, test = load_data(cfg)
+        self.device = comm.pick_device(cfg.device)
+        self.xp = backend.xp_for(self.device)
+        self.comm = comm.for_device(self.device)
+        with self.comm.node_leader_first():  # one download per machine
+            train, test = load_data(cfg)
         self.train_set, self.test_set = train, test
         if resume_state is not None:
             self.model = resume_state["model"]
             self.extra = resume_state.get("extra", {})
         else:
             self.model, self.extra = build_model(cfg, train)
-        self.model.to(cfg.device)
+        self.model.to(self.device)
         self.image_size = self.model.cfg.image_hw[0]
         data_size = train.image_size[0]
         if self.model.cfg.in_chans != train.channels:
@@ -269,11 +276,23 @@ class Trainer:
             label_smoothing=cfg.label_smoothing if mixing else 0.0,
             mixup_alpha=cfg.mixup if mixing else 0.0, cutmix_alpha=cfg.cutmix if mixing else 0.0,
         )
-        to_dev = lambda a: backend.to_device(a, cfg.device)  # noqa: E731
+        to_dev = lambda a: backend.to_device(a, self.device)  # noqa: E731
         if len(train) < cfg.batch_size:
             raise TrainError(f"the training set has {len(train)} examples, fewer than one batch of {cfg.batch_size}; "
                              "lower --batch-size")
+        rank, world = self.comm.rank, self.comm.world_size
+        if cfg.batch_size % world:
+            raise TrainError(f"--batch-size {cfg.batch_size} does not split evenly over {world} processes")
+        # The loader serves the job's global batches; this process loads its rows of each by
+        # position and draws for the whole batch (RowGenerator), keeping its rows' draws.
         self.loader = Loader(to_dev(train.x), to_dev(train.y), cfg.batch_size, seed=cfg.seed)
+        self.rows = distributed.shard(cfg.batch_size, rank, world)
+        self.positions = distributed.shard_positions(cfg.batch_size, rank, world,
+                                                     mirror=bool(self.augment.mixup_alpha or self.augment.cutmix_alpha))
+        self.dropouts = [m for m in self.model.modules() if isinstance(m, (nn.Dropout, nn.DropPath)) and m.p > 0]
+        if world > 1 and self.model.cfg.attn_drop_rate > 0 and self.comm.is_main:
+            print("note: attention dropout draws its masks per process, so this run matches a one-process run in "
+                  "distribution but not draw for draw", flush=True)
         self.test_x, self.test_y = to_dev(test.x), to_dev(test.y)
         self.steps_per_epoch = len(self.loader)
         total = cfg.epochs * self.steps_per_epoch
@@ -282,39 +301,56 @@ class Trainer:
         self.schedule = build_schedule(cfg, self.total_steps, self.steps_per_epoch)
         self.step = 0
         self.best_acc = -1.0
-        self.run_dir = cfg.out
+        self.run_dir = cfg.out if self.comm.is_main else None  # rank 0 alone writes the run directory
         if resume_state is not None:
             self.optimizer.load_state_dict(resume_state["optimizer"])
             self.step = resume_state["step"]
             self.best_acc = resume_state["best_acc"]
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.comm.broadcast_parameters(self.params)
 
     # --- one step -------------------------------------------------------------------
     def loss_and_metrics(self, x, y, gen):
-        """Forward the augmented batch; return the loss Tensor and (correct, count) arrays on the device."""
+        """Forward the augmented batch; return the loss Tensor and (correct, count) arrays on the device.
+
+        Rows of ``x`` past this process's share are the examples its own are mixed with
+        (``distributed.shard_positions``): augmented and mixed in, then dropped.
+        """
         cfg = self.cfg
         if cfg.mode == "mpp":
             inputs, _ = self.augment(x, y, gen)
             return mpp.loss(self.model, inputs, self.augment.mean, self.augment.std, gen, cfg.mpp_mask_ratio)
         inputs, targets = self.augment(x, y, gen)
+        n = self.rows.stop - self.rows.start
+        inputs, targets, y = inputs[:n], targets[:n], y[:n]
         logits = self.model(inputs)
         loss = ops.cross_entropy(logits, targets)
         correct = (logits.data.argmax(axis=-1) == y).sum()
         return loss, correct, y.shape[0]
 
     def train_step(self, batch) -> tuple:
-        """One optimizer step on a batch; returns (loss array, correct, count, grad norm)."""
+        """One optimizer step on this process's rows of a global batch; returns the global (loss, correct, count),
+        the grad norm and the lr."""
         cfg = self.cfg
-        autograd.manual_seed(cfg.seed, 0xD0, self.step)  # dropout and drop-path draws of this step
+        # dropout and drop-path masks of this step, drawn for the global batch; attention dropout's from the global one
+        masks = distributed.RowGenerator(backend.generator(cfg.seed, 0xD1, self.step, device=self.device), self.rows,
+                                         cfg.batch_size)
+        for m in self.dropouts:
+            m.generator = masks
+        autograd.manual_seed(cfg.seed, 0xD0, self.step)
         self.model.train()
         lr = self.schedule(self.step)
         optim.set_lr(self.optimizer, lr)
-        loss, correct, count = self.loss_and_metrics(batch.x, batch.y, batch.rng)
-        loss_value = loss.data
-        if not bool(self.xp.isfinite(loss_value)):
-            raise NonFiniteLoss(f"the loss became {float(loss_value)} at step {self.step}")
+        gen = distributed.RowGenerator(batch.rng, self.positions, cfg.batch_size)
+        loss, correct, count = self.loss_and_metrics(batch.x, batch.y, gen)
         self.optimizer.zero_grad()
         loss.backward()
-        grad_norm = optim.clip_grad_norm(self.model.parameters(), cfg.clip_grad) if cfg.clip_grad else None
+        # one all-reduce for the gradients and the step's numbers: every process sees the global loss
+        loss_sum, correct, count = self.comm.average_gradients(self.params, (loss.data, correct, count))
+        loss_value = loss_sum / self.comm.world_size
+        if not bool(self.xp.isfinite(loss_value)):
+            raise NonFiniteLoss(f"the loss became {float(loss_value)} at step {self.step}")
+        grad_norm = optim.clip_grad_norm(self.params, cfg.clip_grad) if cfg.clip_grad else None
         self.optimizer.step()
         self.step += 1
         return loss_value, correct, count, grad_norm, lr
@@ -324,7 +360,8 @@ class Trainer:
         """Loss and accuracy (for the pixel target of mpp: the loss) on the test split."""
         cfg = self.cfg
         return evaluate_model(self.model, self.test_x, self.test_y, self.augment, cfg.eval_batch_size,
-                              mpp_ratio=cfg.mpp_mask_ratio if cfg.mode == "mpp" else None, seed=cfg.seed)
+                              mpp_ratio=cfg.mpp_mask_ratio if cfg.mode == "mpp" else None, seed=cfg.seed,
+                              comm=self.comm)
 
     # --- the run directory --------------------------------------------------------------
     def log(self, record: dict) -> None:
@@ -360,20 +397,20 @@ class Trainer:
                 # running sums stay on the device; they are read (a sync on a GPU) only when logged
                 run_loss, run_steps, run_correct, run_count, tick, tick_images = 0.0, 0, 0, 0, time.time(), 0
                 for _ in range(steps_left):
-                    batch = self.loader.batch(*divmod(self.step, self.steps_per_epoch))
+                    batch = self.loader.batch(*divmod(self.step, self.steps_per_epoch), self.positions)
                     loss, correct, count, grad_norm, lr = self.train_step(batch)
                     run_loss = run_loss + loss
                     run_steps += 1
                     run_correct = run_correct + correct
                     run_count += count
-                    tick_images += len(batch.y)
+                    tick_images += cfg.batch_size
                     bar.update(1)
                     if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                         elapsed = time.time() - tick
                         record = {"step": self.step, "epoch": epoch, "lr": lr, "loss": float(run_loss) / run_steps,
                                   "images_per_s": tick_images / max(elapsed, 1e-9)}
                         if run_count:  # the pixel-regression target has nothing to count as right
-                            record["acc"] = float(run_correct) / run_count
+                            record["acc"] = float(run_correct) / float(run_count)
                         if grad_norm is not None:
                             record["grad_norm"] = grad_norm
                         bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record.get('acc', 0):.3f}",
@@ -389,8 +426,9 @@ class Trainer:
                     improved = last_eval["acc"] > self.best_acc
                     if improved:
                         self.best_acc = last_eval["acc"]
-                    print(f"epoch {epoch + 1}: step {self.step}, test loss {last_eval['loss']:.4f}, "
-                          f"test acc {last_eval['acc']:.4f}" + (" (best)" if improved else ""), flush=True)
+                    if self.comm.is_main:
+                            print(f"epoch {epoch + 1}: step {self.step}, test loss {last_eval['loss']:.4f}, "
+                              f"test acc {last_eval['acc']:.4f}" + (" (best)" if improved else ""), flush=True)
                     if self.run_dir is not None:
                         self.save("checkpoint-last.npz")
                         if improved:
@@ -404,7 +442,7 @@ class Trainer:
                       flush=True)
             raise
         summary = {"steps": self.step, "best_acc": self.best_acc, "time_s": time.time() - started,
-                   "final": last_eval, "run_dir": self.run_dir}
+                   "final": last_eval, "run_dir": self.cfg.out, "processes": self.comm.world_size}
         if self.run_dir is not None:
             with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
                 json.dump(summary, f, indent=2)
@@ -412,21 +450,25 @@ class Trainer:
 
 
 # --- entry points used by the command line ------------------------------------------------
-def start(cfg: TrainConfig) -> Trainer:
-    """A new run: make the run directory, write config.json, build everything."""
+def start(cfg: TrainConfig, comm=None) -> Trainer:
+    """A new run: make the run directory, write config.json, build everything (``comm``: see Trainer)."""
+    comm = distributed.Communicator() if comm is None else comm
     if os.path.exists(os.path.join(cfg.out, "checkpoint-last.npz")):
         raise TrainError(f"{cfg.out} already holds a run; continue it with --resume {cfg.out} or pick another --out")
-    try:
-        os.makedirs(cfg.out, exist_ok=True)
-    except OSError as e:
-        raise TrainError(f"cannot create the run directory {cfg.out}: {e.strerror}") from None
-    trainer = Trainer(cfg)
-    _write_json(os.path.join(cfg.out, "config.json"), cfg.to_dict())
+    if comm.is_main:
+        try:
+            os.makedirs(cfg.out, exist_ok=True)
+        except OSError as e:
+            raise TrainError(f"cannot create the run directory {cfg.out}: {e.strerror}") from None
+    trainer = Trainer(cfg, comm=comm)
+    if comm.is_main:
+        _write_json(os.path.join(cfg.out, "config.json"), cfg.to_dict())
     return trainer
 
 
-def resume(run_dir: str, device: str | None = None, progress: bool | None = None) -> Trainer:
-    """Continue the run in ``run_dir`` from its last checkpoint, exactly (same batches, same draws)."""
+def resume(run_dir: str, device: str | None = None, progress: bool | None = None, comm=None) -> Trainer:
+    """Continue the run in ``run_dir`` from its last checkpoint, exactly (same batches, same draws), on any number
+    of processes."""
     config_path = os.path.join(run_dir, "config.json")
     last = os.path.join(run_dir, "checkpoint-last.npz")
     if not os.path.exists(config_path) or not os.path.exists(last):
@@ -444,43 +486,54 @@ def resume(run_dir: str, device: str | None = None, progress: bool | None = None
         raise TrainError(f"cannot resume from {last}: {_one_line(e)}") from None
     state = {"model": _load(ck), "optimizer": ck.optimizer_state, "step": ck.step, "best_acc": ck.extra["best_acc"],
              "extra": {k: v for k, v in ck.extra.items() if k == "init"}}
-    return Trainer(cfg, resume_state=state)
+    return Trainer(cfg, resume_state=state, comm=comm)
 
 
-def evaluate_checkpoint(cfg: TrainConfig) -> dict:
-    """Accuracy and loss of ``cfg.init`` on the test split of ``cfg.dataset``."""
+def evaluate_checkpoint(cfg: TrainConfig, comm=None) -> dict:
+    """Accuracy and loss of ``cfg.init`` on the test split of ``cfg.dataset`` (sharded over ``comm``'s processes)."""
+    comm = distributed.Communicator() if comm is None else comm
     if not cfg.init:
         raise TrainError("--eval-only needs the checkpoint to evaluate: pass --init CHECKPOINT")
     model = _load(cfg.init)
-    test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download, progress=cfg.progress,
-                        **({"image_size": model.cfg.image_hw[0]} if cfg.dataset == "synthetic" else {}))
+    with comm.node_leader_first():
+        test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download,
+                            progress=cfg.progress and comm.is_main,
+                            **({"image_size": model.cfg.image_hw[0]} if cfg.dataset == "synthetic" else {}))
     if model.cfg.num_classes != test.num_classes:
         raise TrainError(f"the checkpoint has {model.cfg.num_classes} classes but {cfg.dataset} has "
                          f"{test.num_classes}; fine-tune it first (--init)")
     if cfg.eval_examples is not None:
         test.x, test.y = test.x[: cfg.eval_examples], test.y[: cfg.eval_examples]
-    model.to(cfg.device)
+    device = comm.pick_device(cfg.device)
+    model.to(device)
     size = model.cfg.image_hw[0]
     augment = Augment(test.mean, test.std, test.num_classes, image_size=None if size == test.image_size[0] else size)
-    x, y = backend.to_device(test.x, cfg.device), backend.to_device(test.y, cfg.device)
-    result = evaluate_model(model, x, y, augment, cfg.eval_batch_size)
+    x, y = backend.to_device(test.x, device), backend.to_device(test.y, device)
+    result = evaluate_model(model, x, y, augment, cfg.eval_batch_size, comm=comm)
     return {"dataset": cfg.dataset, "split": "test", "examples": int(len(y)), **result}
 
 
 @autograd.no_grad()
-def evaluate_model(model, x, y, augment, batch_size, mpp_ratio=None, seed=0) -> dict:
+def evaluate_model(model, x, y, augment, batch_size, mpp_ratio=None, seed=0, comm=None) -> dict:
     """Mean loss and accuracy of ``model`` on uint8 images ``x`` (N, C, H, W) with labels ``y``.
 
     With ``mpp_ratio`` it scores masked patch prediction instead, under one fixed
     corruption drawn from ``seed`` so that evaluations compare; the pixel target has no
     accuracy, and reports minus its loss as ``acc`` so that "best" still means best.
+    With ``comm`` each process scores its share of every batch and the sums are reduced,
+    so every process gets the whole set's result.
     """
+    comm = distributed.Communicator() if comm is None else comm
     model.eval()
-    gen = np.random.default_rng(seed)
     total_loss, correct, count = 0.0, 0, 0
-    for lo in range(0, len(y), batch_size):
-        inputs, labels = augment.prepare(x[lo: lo + batch_size]), y[lo: lo + batch_size]
+    for k, lo in enumerate(range(0, len(y), batch_size)):
+        size = min(batch_size, len(y) - lo)
+        rows = distributed.shard(size, comm.rank, comm.world_size)
+        if rows.stop == rows.start:  # a short last batch may leave a process nothing
+            continue
+        inputs, labels = augment.prepare(x[lo + rows.start: lo + rows.stop]), y[lo + rows.start: lo + rows.stop]
         if mpp_ratio is not None:
+            gen = distributed.RowGenerator(seed_generator(seed, "mpp-eval", k), rows, size)
             loss, c, n = mpp.loss(model, inputs, augment.mean, augment.std, gen, mpp_ratio)
         else:
             logits = model(inputs)
@@ -489,6 +542,7 @@ def evaluate_model(model, x, y, augment, batch_size, mpp_ratio=None, seed=0) -> 
         total_loss += float(loss.data) * len(labels)
         correct += int(c)
         count += int(n)
+    total_loss, correct, count = comm.sum([total_loss, correct, count])
     mean_loss = total_loss / len(y)
     return {"loss": mean_loss, "acc": correct / count if count else -mean_loss}
 

@@ -92,15 +92,21 @@ class Loader:
             self._order = (epoch, order)
         return self._order[1]
 
-    def indices(self, epoch: int, batch_index: int) -> np.ndarray:
-        """This process's example indices in batch ``batch_index`` of ``epoch``."""
+    def indices(self, epoch: int, batch_index: int, positions=None) -> np.ndarray:
+        """This process's example indices in batch ``batch_index`` of ``epoch``.
+
+        ``positions`` (indices into the global batch) picks those examples instead of the
+        process's share; the trainer chooses each process's rows itself this way.
+        """
         order = self.order(epoch)
         global_batch = order[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
+        if positions is not None:
+            return global_batch[positions]
         return np.array_split(global_batch, self.world_size)[self.rank]
 
-    def batch(self, epoch: int, batch_index: int) -> Batch:
-        """Batch ``batch_index`` of ``epoch``, without moving the position."""
-        idx = self.indices(epoch, batch_index)
+    def batch(self, epoch: int, batch_index: int, positions=None) -> Batch:
+        """Batch ``batch_index`` of ``epoch``, without moving the position; ``positions`` as in ``indices``."""
+        idx = self.indices(epoch, batch_index, positions)
         dev_idx = array_module(self.x).asarray(idx)  # indices on the data set's device
         rng = seed_generator(self.seed, "augment", epoch, batch_index, self.rank)
         return Batch(self.x[dev_idx], self.y[dev_idx], epoch, batch_index, rng)
