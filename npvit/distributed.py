@@ -212,8 +212,13 @@ class MPICommunicator(Communicator):
         kind, _ = backend.parse_device(device)
         if kind == "cpu" or str(device).strip().lower() not in ("gpu", "cuda"):
             return backend.device_name(device)
-        count = backend.xp_for("gpu:0").cuda.runtime.getDeviceCount()
-        return f"gpu:{self.local_rank % count}"  # modulo: the launcher may show each process just its own GPU
+        try:  # counted without making any GPU current, which would open a context on it
+            from cupy.cuda import runtime
+
+            count = runtime.getDeviceCount()
+        except Exception:  # no CuPy or no driver: backend.xp_for says which when the device is used
+            return "gpu:0"
+        return f"gpu:{self.local_rank % max(count, 1)}"  # modulo: the launcher may show each process its GPU alone
 
     def for_device(self, device) -> Communicator:
         """NCCL for GPU arrays, this communicator for host arrays."""

@@ -221,6 +221,12 @@ def test_two_processes_train_exactly_like_one(tmp_path, one_process):
 
 
 @requires_mpi
+def test_a_batch_that_does_not_split_over_the_processes_is_a_user_error(tmp_path):
+    code, _, err, _ = train(2, tmp_path / "r", "--batch-size", "31", "--epochs", "1")
+    assert code == 2 and "does not split evenly over 2 processes" in err
+
+
+@requires_mpi
 def test_a_two_process_run_resumes_on_one(tmp_path, one_process):
     (code, _, err, _), _ = with_failure(2, tmp_path, 0, 11, "interrupt", "--out", str(tmp_path / "r"), *RANDOM)
     assert code == 130, err
