@@ -14,8 +14,14 @@ Every op is a ``Function`` subclass with two static methods, side by side in
 
 The engine never looks inside the cache; after a backward pass the caches are
 dropped so the next step's graph does not pile up on this one.
+
+An op with several outputs (``split``, ``unbind``) sets ``multiple_outputs = True`` and
+returns a tuple of arrays; its backward then runs once, after every output it made has
+received its gradient, and gets them as a tuple (None where an output got none).
 """
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 
@@ -56,15 +62,16 @@ class GraphFreedError(RuntimeError):
 
 
 class Node:
-    """How a tensor was made: the op, its tensor inputs and the op's cache."""
+    """How a tensor was made: the op, its tensor inputs, the op's cache and how many outputs it made."""
 
-    __slots__ = ("fn", "inputs", "cache", "freed")
+    __slots__ = ("fn", "inputs", "cache", "freed", "n_outputs")
 
-    def __init__(self, fn, inputs, cache):
+    def __init__(self, fn, inputs, cache, n_outputs=1):
         self.fn = fn
         self.inputs = inputs
         self.cache = cache
         self.freed = False
+        self.n_outputs = n_outputs
 
 
 class Function:
@@ -72,6 +79,13 @@ class Function:
 
     # Ops whose output is never differentiable (argmax, comparisons) set this False.
     differentiable = True
+    # Ops that can skip work for inputs that need no gradient (the input-gradient GEMM of
+    # a first layer, a derivative for a frozen weight) set this True: their forward then
+    # also gets ``needs_input_grad``, one bool per array input, all False when no graph
+    # is recorded, and keeps in its cache what its backward will need to know of it.
+    takes_needs_input_grad = False
+    # Ops whose forward returns a tuple of arrays, one tensor each (see the module docstring).
+    multiple_outputs = False
 
     @staticmethod
     def forward(*arrays, **params):
@@ -87,12 +101,18 @@ class Function:
     def apply(cls, *inputs, **params):
         """Run the op on tensors (or arrays, or numbers) and record it in the graph."""
         tensors = [as_tensor_like(x, inputs) for x in inputs]
+        record = cls.differentiable and _grad_enabled
+        needs_input_grad = tuple(record and t.requires_grad for t in tensors)
+        if cls.takes_needs_input_grad:
+            params["needs_input_grad"] = needs_input_grad
         out, cache = cls.forward(*(t.data for t in tensors), **params)
-        needs_grad = cls.differentiable and _grad_enabled and any(t.requires_grad for t in tensors)
-        result = Tensor(out, requires_grad=needs_grad)
-        if needs_grad:
-            result._node = Node(cls, tensors, cache)
-        return result
+        needs_grad = any(needs_input_grad)
+        outs = out if cls.multiple_outputs else (out,)
+        node = Node(cls, tensors, cache, len(outs)) if needs_grad else None
+        results = tuple(Tensor(o, requires_grad=needs_grad) for o in outs)
+        for i, r in enumerate(results):
+            r._node, r._output = node, i
+        return results if cls.multiple_outputs else results[0]
 
 
 def _is_float(dtype) -> bool:
@@ -116,7 +136,7 @@ def as_tensor_like(x, others=()):
 class Tensor:
     """An n-dimensional array with an optional gradient and the op that made it."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_node", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_node", "_output", "__weakref__")
     __array_priority__ = 1000  # numpy scalars/arrays on the left defer to Tensor's operators
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
@@ -136,6 +156,7 @@ class Tensor:
         self.grad = None
         self.requires_grad = bool(requires_grad)
         self._node = None
+        self._output = 0  # which output of its node's op this tensor is
 
     # --- basic properties -------------------------------------------------------
     @property
@@ -238,6 +259,9 @@ class Tensor:
 
         order = _topological_order(self)
         grads = {id(self): grad}
+        # how many outputs of each multi-output node are still to be reached, and their gradients so far
+        waiting = Counter(id(t._node) for t in order if t._node is not None and t._node.fn.multiple_outputs)
+        output_grads = {}
         given = set()  # arrays already handed to a leaf: an op may pass one array to two inputs
         for t in order:  # outputs before inputs
             g = grads.pop(id(t), None)
@@ -254,6 +278,13 @@ class Tensor:
                     "backward() through a graph that an earlier backward() already freed; "
                     "pass retain_graph=True to the first call if you need two passes"
                 )
+            if node.fn.multiple_outputs:
+                slots = output_grads.setdefault(id(node), [None] * node.n_outputs)
+                slots[t._output] = g
+                waiting[id(node)] -= 1
+                if waiting[id(node)]:
+                    continue
+                g = None if all(s is None for s in slots) else tuple(slots)
             if g is None:
                 continue
             in_grads = node.fn.backward(g, node.cache)

@@ -14,5 +14,5 @@ from .linalg import matmul  # noqa: F401
 from .reduce import max, mean, sum, var  # noqa: F401
 from .resize import *  # noqa: F401,F403
 from .shape import (  # noqa: F401
-    broadcast_to, concatenate, getitem, pad, permute, reshape, split, stack, swapaxes, transpose,
+    broadcast_to, concatenate, getitem, pad, permute, reshape, split, stack, swapaxes, transpose, unbind,
 )

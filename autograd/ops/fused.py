@@ -17,6 +17,7 @@ import numpy as np
 from ..backend import get_array_module, global_generator
 from ..tensor import Function, as_tensor_like
 from .special import erf
+from .util import blocks
 
 __all__ = [
     "linear", "layer_norm", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout", "drop_path",
@@ -29,39 +30,67 @@ _GELU_TANH_CUBIC = 0.044715
 
 
 class Linear(Function):
+    takes_needs_input_grad = True
+
     @staticmethod
-    def forward(x, weight, *bias):
+    def forward(x, weight, *bias, needs_input_grad=(False, False)):
         x2 = x.reshape(-1, x.shape[-1])  # (M, in): every leading dim is a row of one GEMM
         out = x2 @ weight.T  # (M, out)
         if bias:
             out += bias[0]
-        return out.reshape(x.shape[:-1] + (weight.shape[0],)), (x2, weight, x.shape, bool(bias))
+        # keep only what the wanted gradients need: no input for a frozen weight, no
+        # weight when the input needs no gradient (a first layer's images)
+        needs = needs_input_grad
+        cache = (x2 if needs[1] else None, weight if needs[0] else None, x.shape, needs)
+        return out.reshape(x.shape[:-1] + (weight.shape[0],)), cache
 
     @staticmethod
     def backward(g, cache):
         # Y = X W^T + b  =>  dX = dY W,  dW = dY^T X,  db = sum over rows of dY;
         # with all leading dims flattened into rows each is a single GEMM.
-        x2, weight, x_shape, has_bias = cache
+        x2, weight, x_shape, needs = cache
         g2 = g.reshape(-1, g.shape[-1])  # (M, out)
-        dx = (g2 @ weight).reshape(x_shape)
-        dw = g2.T @ x2  # (out, in)
-        return (dx, dw, g2.sum(axis=0)) if has_bias else (dx, dw)
+        dx = (g2 @ weight).reshape(x_shape) if needs[0] else None
+        dw = g2.T @ x2 if needs[1] else None  # (out, in)
+        if len(needs) == 2:
+            return dx, dw
+        return dx, dw, g2.sum(axis=0) if needs[2] else None
 
 
 class LayerNorm(Function):
+    takes_needs_input_grad = True
+
     @staticmethod
-    def forward(x, *affine, eps, has_weight, has_bias):
+    def forward(x, *affine, eps, has_weight, has_bias, needs_input_grad=()):
+        # Rows in cache-sized blocks; the row means are matrix-vector products with a
+        # vector of 1/D, which BLAS does several times faster than NumPy's sum over short rows.
         xp = get_array_module(x)
         weight = affine[0] if has_weight else None
-        xhat = x - x.mean(axis=-1, keepdims=True)
-        rstd = (xhat * xhat).mean(axis=-1, keepdims=True)  # (..., 1)
-        rstd += eps
-        rstd = xp.reciprocal(xp.sqrt(rstd, out=rstd), out=rstd)
-        xhat *= rstd  # (x - mean) / sqrt(var + eps)
-        out = xhat * weight if has_weight else xhat.copy()
-        if has_bias:
-            out += affine[-1]
-        return out, (xhat, rstd, weight, has_bias)
+        bias = affine[-1] if has_bias else None
+        dim = x.shape[-1]
+        x2 = x.reshape(-1, dim)  # (M, D)
+        out = xp.empty(x2.shape, dtype=x.dtype)
+        keep = any(needs_input_grad)
+        xhat = xp.empty_like(out) if keep else None
+        rstd = xp.empty((len(x2), 1), dtype=x.dtype)  # (M, 1)
+        mean_of = xp.full(dim, 1.0 / dim, dtype=x.dtype)
+        for r in blocks(len(x2), dim, xp):
+            xh = xp.subtract(x2[r], (x2[r] @ mean_of)[:, None], out=None if xhat is None else xhat[r])
+            sq = xh * xh
+            var = sq @ mean_of  # (rows,)
+            var += eps
+            rstd[r, 0] = var
+            xp.sqrt(rstd[r], out=rstd[r])
+            xp.reciprocal(rstd[r], out=rstd[r])
+            xh *= rstd[r]  # (x - mean) / sqrt(var + eps)
+            if weight is None:
+                out[r] = xh
+            else:
+                xp.multiply(xh, weight, out=out[r])
+            if bias is not None:
+                out[r] += bias
+        cache = (xhat, rstd, weight, has_bias, needs_input_grad) if keep else None
+        return out.reshape(x.shape), cache
 
     @staticmethod
     def backward(g, cache):
@@ -69,70 +98,107 @@ class LayerNorm(Function):
         # through mean and rstd (llm.c's layernorm.py) gives
         #   dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),
         # the means over the normalised (last) axis; dw and db sum over all leading axes.
-        xhat, rstd, weight, has_bias = cache
-        lead = tuple(range(g.ndim - 1))
-        dxhat = g * weight if weight is not None else g
-        dx = dxhat - dxhat.mean(axis=-1, keepdims=True)
-        dx -= xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)
-        dx *= rstd
-        grads = [dx]
+        # mean(dxhat) = g . (w / D) and mean(dxhat xhat) = (g xhat) . (w / D), row by row,
+        # so g xhat, which dw needs too, is the only product formed for the means; the
+        # column sums for dw and db are matrix-vector products as well.
+        xhat, rstd, weight, has_bias, needs = cache
+        xp = get_array_module(g)
+        dim = g.shape[-1]
+        g2 = g.reshape(-1, dim)  # (M, D)
+        w_mean = xp.full(dim, 1.0 / dim, dtype=g.dtype) if weight is None else weight / dim
+        dx = xp.empty(g2.shape, dtype=g.dtype) if needs[0] else None
+        dw = xp.zeros(dim, dtype=g.dtype) if weight is not None and needs[1] else None
+        db = xp.zeros(dim, dtype=g.dtype) if has_bias and needs[-1] else None
+        ones = xp.ones(len(g2), dtype=g.dtype)
+        for r in blocks(len(g2), dim, xp):
+            gr, xh = g2[r], xhat[r]
+            gx = gr * xh
+            if dw is not None:
+                dw += ones[:len(gr)] @ gx
+            if db is not None:
+                db += ones[:len(gr)] @ gr
+            if dx is None:
+                continue
+            a = gr @ w_mean  # mean(dxhat), (rows,)
+            b = gx @ w_mean  # mean(dxhat xhat), (rows,)
+            d = dx[r]
+            if weight is None:
+                d[...] = gr
+            else:
+                xp.multiply(gr, weight, out=d)
+            d -= a[:, None]
+            xp.multiply(xh, b[:, None], out=gx)
+            d -= gx
+            d *= rstd[r]
+        grads = [None if dx is None else dx.reshape(g.shape)]
         if weight is not None:
-            grads.append((g * xhat).sum(axis=lead))
+            grads.append(dw)
         if has_bias:
-            grads.append(g.sum(axis=lead))
+            grads.append(db)
         return tuple(grads)
 
 
 class Gelu(Function):
-    @staticmethod
-    def forward(x, approximate="none"):
-        xp = get_array_module(x)
-        if approximate == "tanh":
-            # 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
-            t = x * x
-            t *= _GELU_TANH_CUBIC
-            t += 1.0
-            t *= x
-            t *= _SQRT_2_OVER_PI
-            xp.tanh(t, out=t)
-            out = t + 1.0
-            out *= x
-            out *= 0.5
-            return out, (x, t, approximate)
-        cdf = erf(x * _RSQRT2)  # Phi(x) = (1 + erf(x / sqrt 2)) / 2
-        cdf += 1.0
-        cdf *= 0.5
-        return x * cdf, (x, cdf, approximate)
+    takes_needs_input_grad = True
 
     @staticmethod
-    def backward(g, cache):
-        xp = get_array_module(g)
-        x, c, approximate = cache
-        if approximate == "tanh":
-            # d/dx [0.5 x (1 + t)] = 0.5 (1 + t) + 0.5 x (1 - t^2) u',
-            # u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2); c holds t = tanh(u)
-            du = x * x
-            du *= 3 * _GELU_TANH_CUBIC
-            du += 1.0
-            du *= _SQRT_2_OVER_PI
-            sech2 = c * c
-            xp.subtract(1.0, sech2, out=sech2)
-            du *= sech2
-            du *= x
-            du += c
-            du += 1.0
-            du *= 0.5
-            du *= g
-            return du
-        # d/dx [x Phi(x)] = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi); c holds Phi(x)
+    def forward(x, approximate="none", needs_input_grad=(False,)):
+        # Block by block, so that the two dozen passes of erf (or tanh's few) and the
+        # derivative run in cache; the derivative is made here, from the same Phi or
+        # tanh, and cached instead of x, so the backward is one product.
+        xp = get_array_module(x)
+        flat = xp.ascontiguousarray(x).reshape(-1)
+        out = xp.empty_like(flat)
+        slope = xp.empty_like(flat) if needs_input_grad[0] else None
+        block = _gelu_tanh_block if approximate == "tanh" else _gelu_erf_block
+        for b in blocks(flat.size, 1, xp):
+            block(xp, flat[b], out[b], None if slope is None else slope[b])
+        return out.reshape(x.shape), slope
+
+    @staticmethod
+    def backward(g, slope):
+        return g * slope.reshape(g.shape)
+
+
+def _gelu_erf_block(xp, x, out, slope):
+    """out = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2; slope = d/dx [x Phi(x)] = Phi(x) + x phi(x),
+    phi(x) = exp(-x^2 / 2) / sqrt(2 pi)."""
+    cdf = erf(x * _RSQRT2)
+    cdf += 1.0
+    cdf *= 0.5
+    xp.multiply(x, cdf, out=out)
+    if slope is not None:
         d = x * x
         d *= -0.5
         xp.exp(d, out=d)
-        d *= _RSQRT_2PI
         d *= x
-        d += c
-        d *= g
-        return d
+        d *= _RSQRT_2PI
+        xp.add(d, cdf, out=slope)
+
+
+def _gelu_tanh_block(xp, x, out, slope):
+    """out = 0.5 x (1 + t), t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3); slope = its derivative,
+    0.5 (1 + t) + 0.5 x (1 - t^2) u', u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2)."""
+    x2 = x * x
+    t = x2 * _GELU_TANH_CUBIC
+    t += 1.0
+    t *= x
+    t *= _SQRT_2_OVER_PI
+    xp.tanh(t, out=t)
+    half = t + 1.0
+    half *= 0.5  # 0.5 (1 + t)
+    xp.multiply(x, half, out=out)
+    if slope is not None:
+        du = x2
+        du *= 3 * _GELU_TANH_CUBIC
+        du += 1.0
+        du *= _SQRT_2_OVER_PI
+        t *= t
+        xp.subtract(1.0, t, out=t)  # 1 - t^2
+        du *= t
+        du *= x
+        du *= 0.5
+        xp.add(du, half, out=slope)
 
 
 class Softmax(Function):

@@ -70,6 +70,35 @@ class Stack(Function):
         return tuple(xp.squeeze(part, axis=axis) for part in xp.split(g, n, axis=axis))
 
 
+class Split(Function):
+    multiple_outputs = True
+
+    @staticmethod
+    def forward(a, bounds, axis, squeeze):
+        xp = get_array_module(a)
+        parts = xp.split(a, bounds, axis=axis)  # views
+        if squeeze:
+            parts = [part.squeeze(axis) for part in parts]
+        return tuple(parts), (a.shape, bounds, axis, squeeze)
+
+    @staticmethod
+    def backward(grads, cache):
+        # The pieces tile the input, so its gradient is theirs joined back together
+        # (zeros for a piece that got none): one concatenation, where slicing piece by
+        # piece would build a zero array of the input's size for each piece and add them.
+        shape, bounds, axis, squeeze = cache
+        g0 = next(g for g in grads if g is not None)
+        xp = get_array_module(g0)
+        edges = [0, *(min(max(b, 0), shape[axis]) for b in bounds), shape[axis]]
+        parts = []
+        for g, lo, hi in zip(grads, edges[:-1], edges[1:]):
+            if g is None:
+                size = shape[:axis] + ((max(hi - lo, 0),) if not squeeze else ()) + shape[axis + 1:]
+                g = xp.zeros(size, dtype=g0.dtype)
+            parts.append(g)
+        return xp.stack(parts, axis=axis) if squeeze else xp.concatenate(parts, axis=axis)
+
+
 class GetItem(Function):
     @staticmethod
     def forward(a, index):
@@ -152,18 +181,21 @@ def stack(tensors, axis=0):
 
 
 def split(a, indices_or_sections, axis=0):
-    """Split into a list of tensors, like ``numpy.split`` (each piece a slice of ``a``)."""
+    """Split into a list of tensors, like ``numpy.split``; the backward joins the pieces' gradients in one go."""
     n = a.shape[axis]
     if isinstance(indices_or_sections, int):
         if n % indices_or_sections:
             raise ValueError(f"axis of length {n} does not split into {indices_or_sections} equal parts")
-        step = n // indices_or_sections
-        bounds = list(range(0, n + 1, step))
+        bounds = range(n // indices_or_sections, n, n // indices_or_sections)
     else:
-        bounds = [0, *indices_or_sections, n]
-    axis = axis % a.ndim
-    lead = (slice(None),) * axis
-    return [a[lead + (slice(lo, hi),)] for lo, hi in zip(bounds[:-1], bounds[1:])]
+        bounds = indices_or_sections
+    return list(Split.apply(a, bounds=tuple(int(b) for b in bounds), axis=axis % len(a.shape), squeeze=False))
+
+
+def unbind(a, axis=0):
+    """The slices of ``a`` along ``axis``, that axis removed (``q, k, v = unbind(qkv, axis=2)``)."""
+    axis = axis % len(a.shape)
+    return Split.apply(a, bounds=tuple(range(1, a.shape[axis])), axis=axis, squeeze=True)
 
 
 def getitem(a, index):
