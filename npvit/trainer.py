@@ -329,10 +329,13 @@ class Trainer:
         return loss, correct, y.shape[0]
 
     def train_step(self, batch) -> tuple:
-        """One optimizer step on this process's rows of a global batch; returns the global (loss, correct, count),
-        the grad norm and the lr."""
+        """One optimizer step on this process's rows of a global batch.
+
+        Returns the loss, correct and count of the whole global batch, the grad norm and the lr.
+        """
         cfg = self.cfg
-        # dropout and drop-path masks of this step, drawn for the global batch; attention dropout's from the global one
+        # Dropout and drop-path masks are drawn for the global batch and sliced; attention
+        # dropout draws from the global generator, seeded per step.
         masks = distributed.RowGenerator(backend.generator(cfg.seed, 0xD1, self.step, device=self.device), self.rows,
                                          cfg.batch_size)
         for m in self.dropouts:
@@ -427,7 +430,7 @@ class Trainer:
                     if improved:
                         self.best_acc = last_eval["acc"]
                     if self.comm.is_main:
-                            print(f"epoch {epoch + 1}: step {self.step}, test loss {last_eval['loss']:.4f}, "
+                        print(f"epoch {epoch + 1}: step {self.step}, test loss {last_eval['loss']:.4f}, "
                               f"test acc {last_eval['acc']:.4f}" + (" (best)" if improved else ""), flush=True)
                     if self.run_dir is not None:
                         self.save("checkpoint-last.npz")
