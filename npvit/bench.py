@@ -25,10 +25,9 @@ itself once; PyTorch gets ``torch.set_num_threads(N)``. Without ``--threads`` bo
 keep their defaults (all cores). NumPy's own elementwise loops use one thread whatever
 the setting; PyTorch's use all N.
 
-Peak memory: on the CPU, how much a fresh child process (forked before anything is
-built) grows its peak resident set while it builds the model, the optimizer and the
-batch and runs two steps, measured the same way for both libraries (Linux
-``/proc/self/status`` VmHWM); on a GPU, the bytes CuPy's memory pool holds after a step
+Peak memory: on the CPU, how much a fresh Python process grows its peak resident set
+while it builds the model, the optimizer and the batch and runs two steps, measured
+the same way for both libraries (Linux ``/proc/self/status`` VmHWM); on a GPU, the bytes CuPy's memory pool holds after a step
 versus ``torch.cuda.max_memory_allocated``.
 """
 from __future__ import annotations
@@ -202,12 +201,12 @@ def _torch_device(device):
     return "cpu" if kind == "cpu" else f"cuda:{index}"
 
 
-def torch_runner(cfg, mode, images, labels, device, state_dict=None):
+def torch_runner(name, mode, images, labels, device, state_dict=None):
     """(model, step): the PyTorch twin's training step or inference pass, loaded with ``state_dict`` if given."""
     import torch
     import torch.nn.functional as F
 
-    model = build_torch_vit(cfg)
+    model = build_torch_vit(get_config(name))
     if state_dict is not None:
         model.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()})
     dev = _torch_device(device)
@@ -267,35 +266,42 @@ def _status_kib(field) -> int:
     raise KeyError(field)
 
 
-def _probe_peak_rss(make_step, conn):
-    """In a forked child: peak resident-set growth (bytes) over building a run and taking its steps."""
+def _probe_peak_rss(library, name, mode, batch_size, device, conn):
+    """In a fresh interpreter: peak resident-set growth (bytes) over building a run and taking its steps."""
     try:
+        if library == "PyTorch":
+            import torch  # noqa: F401  (loaded before the baseline: the library itself is not the run's memory)
+        images, labels = random_batch(get_config(name), batch_size)
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM, the peak resident set, to the current size
         before = _status_kib("VmRSS")
-        step = make_step()
+        _, step = (npvit_runner if library == "npvit" else torch_runner)(name, mode, images, labels, device)
         for _ in range(MEMORY_PROBE_STEPS):
             step()
         conn.send((_status_kib("VmHWM") - before) * 1024)
-    except Exception as e:  # no /proc (not Linux), or the run itself failed: report, never hang
+    except Exception as e:  # the run itself failed: report it, never hang the parent
         conn.send(f"{type(e).__name__}: {e}")
     conn.close()
 
 
-def peak_rss_growth(make_step):
-    """Bytes by which a fresh forked child's peak resident set grows building and running ``make_step()``.
+def peak_rss_growth(library, name, mode, batch_size, device):
+    """Bytes by which the peak resident set of a fresh interpreter grows while it builds ``library``'s
+    run (model, optimizer, batch) and takes two steps; (None, why) where that cannot be measured.
 
-    Returns None (with the reason) where it cannot be measured: no fork (Windows,
-    macOS's default) or no /proc.
+    A spawned interpreter, not a fork: forking a process whose OpenMP or BLAS threads
+    have run can deadlock, and a fork would inherit this process's heap.
     """
-    if "fork" not in multiprocessing.get_all_start_methods() or not os.path.exists("/proc/self/clear_refs"):
-        return None, "needs Linux's /proc and fork"
-    ctx = multiprocessing.get_context("fork")
+    if not os.path.exists("/proc/self/clear_refs"):
+        return None, "needs Linux's /proc/self/status"
+    ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_probe_peak_rss, args=(make_step, send))
+    child = ctx.Process(target=_probe_peak_rss, args=(library, name, mode, batch_size, device, send))
     child.start()
     send.close()
-    result = receive.recv() if receive.poll(3600) else "timed out"
+    try:
+        result = receive.recv()
+    except EOFError:
+        result = f"the probe process died (exit code {child.exitcode})"
     child.join()
     return (result, None) if isinstance(result, int) else (None, result)
 
@@ -394,15 +400,14 @@ def main(argv=None) -> int:
 
     images, labels = random_batch(cfg, args.batch_size)
     memory = {}
-    if args.memory and not on_gpu:  # forked before this process builds anything, so children start lean
-        memory["npvit"] = peak_rss_growth(lambda: npvit_runner(name, args.mode, images, labels, device)[1])
-        if use_torch:
-            memory["PyTorch"] = peak_rss_growth(lambda: torch_runner(cfg, args.mode, images, labels, device)[1])
+    if args.memory and not on_gpu:
+        for lib in ("npvit", "PyTorch") if use_torch else ("npvit",):
+            memory[lib] = peak_rss_growth(lib, name, args.mode, args.batch_size, device)
 
     model, step = npvit_runner(name, args.mode, images, labels, device)
     runs = {"npvit": (step, lambda: _synchronize(device))}
     if use_torch:
-        _, torch_step = torch_runner(cfg, args.mode, images, labels, device, state_dict=model.state_dict())
+        _, torch_step = torch_runner(name, args.mode, images, labels, device, state_dict=model.state_dict())
         runs["PyTorch"] = (torch_step, lambda: _torch_synchronize(device))
     for run_step, synchronize in runs.values():
         for _ in range(args.warmup):

@@ -83,20 +83,19 @@ class Split(Function):
 
     @staticmethod
     def backward(grads, cache):
-        # The pieces tile the input, so its gradient is theirs joined back together
-        # (zeros for a piece that got none): one concatenation, where slicing piece by
-        # piece would build a zero array of the input's size for each piece and add them.
+        # The pieces tile the input, so its gradient is theirs put back in place (zeros
+        # for a piece that got none): one C-ordered array written once, where slicing
+        # piece by piece would make a zero array of the input's size per piece and add
+        # them up (and np.stack would follow the pieces' transposed layout).
         shape, bounds, axis, squeeze = cache
         g0 = next(g for g in grads if g is not None)
         xp = get_array_module(g0)
-        edges = [0, *(min(max(b, 0), shape[axis]) for b in bounds), shape[axis]]
-        parts = []
+        out = xp.empty(shape, dtype=g0.dtype)
+        edges = [0, *(min(b, shape[axis]) for b in bounds), shape[axis]]
+        lead = (slice(None),) * axis
         for g, lo, hi in zip(grads, edges[:-1], edges[1:]):
-            if g is None:
-                size = shape[:axis] + ((max(hi - lo, 0),) if not squeeze else ()) + shape[axis + 1:]
-                g = xp.zeros(size, dtype=g0.dtype)
-            parts.append(g)
-        return xp.stack(parts, axis=axis) if squeeze else xp.concatenate(parts, axis=axis)
+            out[lead + (lo if squeeze else slice(lo, hi),)] = 0 if g is None else g
+        return out
 
 
 class GetItem(Function):
@@ -188,7 +187,9 @@ def split(a, indices_or_sections, axis=0):
             raise ValueError(f"axis of length {n} does not split into {indices_or_sections} equal parts")
         bounds = range(n // indices_or_sections, n, n // indices_or_sections)
     else:
-        bounds = indices_or_sections
+        bounds = [int(i) for i in indices_or_sections]
+        if any(i < 0 for i in bounds) or bounds != sorted(bounds):
+            raise ValueError(f"split indices must be non-negative and non-decreasing, got {bounds}")
     return list(Split.apply(a, bounds=tuple(int(b) for b in bounds), axis=axis % len(a.shape), squeeze=False))
 
 
