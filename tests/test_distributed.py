@@ -145,7 +145,9 @@ def mpirun(n, script, *args, timeout=120):
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1",
                OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=REPO)
     version = subprocess.run([MPIRUN, "--version"], capture_output=True, text=True).stdout
-    extra = ["--oversubscribe"] if "Open MPI" in version else []  # more processes than cores is fine here
+    extra = []
+    if "Open MPI" in version:  # more processes than cores is fine here; CI runs as root
+        extra = ["--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
     started = time.time()
     proc = subprocess.Popen([MPIRUN, "-np", str(n), *extra, sys.executable, script, *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
