@@ -25,6 +25,14 @@ itself once; PyTorch gets ``torch.set_num_threads(N)``. Without ``--threads`` bo
 keep their defaults (all cores). NumPy's own elementwise loops use one thread whatever
 the setting; PyTorch's use all N.
 
+Freed memory: glibc's malloc hands big freed blocks back to the kernel, and every
+array made afterwards in that memory pays for fresh pages again (page faults, zeroing).
+A training step makes and frees hundreds of megabytes of activations and gradients,
+so with ``--keep-freed-memory`` the bench first asks malloc (``mallopt``) to keep freed
+memory for reuse; it applies to the whole process, so to PyTorch as well. Without it,
+the same effect comes from the environment:
+``MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296``.
+
 Peak memory: on the CPU, how much a fresh Python process grows its peak resident set
 while it builds the model, the optimizer and the batch and runs two steps, measured
 the same way for both libraries (Linux ``/proc/self/status`` VmHWM); on a GPU, the bytes CuPy's memory pool holds after a step
@@ -50,6 +58,7 @@ from .model import create_model
 
 ALIASES = {"vit-tiny": "vit_cifar_tiny", "vit-s16": "vit_small_patch16_224"}
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 MEMORY_PROBE_STEPS = 2
 
 
@@ -266,9 +275,11 @@ def _status_kib(field) -> int:
     raise KeyError(field)
 
 
-def _probe_peak_rss(library, name, mode, batch_size, device, conn):
+def _probe_peak_rss(library, name, mode, batch_size, device, keep_freed, conn):
     """In a fresh interpreter: peak resident-set growth (bytes) over building a run and taking its steps."""
     try:
+        if keep_freed:
+            keep_freed_memory()
         if library == "PyTorch":
             import torch  # noqa: F401  (loaded before the baseline: the library itself is not the run's memory)
         images, labels = random_batch(get_config(name), batch_size)
@@ -284,7 +295,7 @@ def _probe_peak_rss(library, name, mode, batch_size, device, conn):
     conn.close()
 
 
-def peak_rss_growth(library, name, mode, batch_size, device):
+def peak_rss_growth(library, name, mode, batch_size, device, keep_freed=False):
     """Bytes by which the peak resident set of a fresh interpreter grows while it builds ``library``'s
     run (model, optimizer, batch) and takes two steps; (None, why) where that cannot be measured.
 
@@ -295,7 +306,7 @@ def peak_rss_growth(library, name, mode, batch_size, device):
         return None, "needs Linux's /proc/self/status"
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_probe_peak_rss, args=(library, name, mode, batch_size, device, send))
+    child = ctx.Process(target=_probe_peak_rss, args=(library, name, mode, batch_size, device, keep_freed, send))
     child.start()
     send.close()
     try:
@@ -323,6 +334,19 @@ def gpu_peak_bytes(library, step, device):
     return torch.cuda.max_memory_allocated(_torch_device(device))
 
 
+def keep_freed_memory() -> str | None:
+    """Ask glibc's malloc to keep freed memory for reuse (no trimming, no mmap up to 1 GiB); None, or why not."""
+    import ctypes
+    import ctypes.util
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return "needs Linux with glibc"
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if not (libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
+        return "mallopt refused the settings"
+    return None
+
+
 # --- threads ----------------------------------------------------------------------------
 def _restart_with_threads(n, argv):
     """Re-run this command with the BLAS thread variables set to ``n``, unless they already are."""
@@ -332,6 +356,15 @@ def _restart_with_threads(n, argv):
         os.environ[v] = str(n)
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, "-m", "npvit.bench", *argv])
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def blas_threads() -> str:
@@ -364,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="threads for BLAS and PyTorch (default: each library's own)")
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="measure peak memory too (default on)")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="have malloc keep freed memory for reuse, for both libraries (see above)")
     return p
 
 
@@ -398,11 +433,12 @@ def main(argv=None) -> int:
     if use_torch and args.threads is not None:
         torch.set_num_threads(args.threads)
 
+    malloc_note = keep_freed_memory() if args.keep_freed_memory else None
     images, labels = random_batch(cfg, args.batch_size)
     memory = {}
     if args.memory and not on_gpu:
         for lib in ("npvit", "PyTorch") if use_torch else ("npvit",):
-            memory[lib] = peak_rss_growth(lib, name, args.mode, args.batch_size, device)
+            memory[lib] = peak_rss_growth(lib, name, args.mode, args.batch_size, device, args.keep_freed_memory)
 
     model, step = npvit_runner(name, args.mode, images, labels, device)
     runs = {"npvit": (step, lambda: _synchronize(device))}
@@ -419,12 +455,13 @@ def main(argv=None) -> int:
 
     print(f"npvit.bench: {name}" + (f" ({args.model})" if args.model != name else "")
           + f", batch {args.batch_size}, {args.mode}, float32, {device}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; python "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cpus; python "
           f"{platform.python_version()}, numpy {np.__version__}"
           + (f", torch {torch.__version__}" if use_torch else "") + "; threads: BLAS " + blas_threads()
           + (f", torch {torch.get_num_threads()}" if use_torch else ""))
     print(f"timing: {args.repeats} repeats x {args.steps} steps after {args.warmup} warm-up steps"
-          + (", npvit and PyTorch alternating" if use_torch else ""))
+          + (", npvit and PyTorch alternating" if use_torch else "")
+          + (", malloc keeping freed memory" if args.keep_freed_memory and not malloc_note else ""))
     memory_kind = "GPU peak" if on_gpu else "peak RSS growth"
     print(f"{'':16s}{'images/s (median)':>20s}{'[min - max]':>20s}{memory_kind:>20s}")
     for lib, r in rates.items():
@@ -441,6 +478,8 @@ def main(argv=None) -> int:
             print(f"memory of {lib} not measured: {why}")
     if torch_note:
         print(f"PyTorch not timed: {torch_note}")
+    if malloc_note:
+        print(f"--keep-freed-memory ignored: {malloc_note}")
     return 0
 
 
