@@ -252,17 +252,19 @@ def test_bench_twin_declines_what_it_does_not_model():
     assert "relative" in bench.torch_unsupported(npvit.get_config("vit_cifar_tiny", pos_embed="relative"))
 
 
-@pytest.mark.parametrize("mode", ["train", "infer"])
-def test_bench_command_prints_a_table(mode, capsys):
+@pytest.mark.parametrize("mode, extra", [("train", []), ("infer", ["--no-memory", "--keep-freed-memory"])])
+def test_bench_command_prints_a_table(mode, extra, capsys):
     from npvit import bench
 
     args = ["--model", "vit-tiny", "--batch-size", "2", "--mode", mode, "--steps", "1", "--repeats", "2",
-            "--warmup", "1"]
+            "--warmup", "1", *extra]
     assert bench.main(args) == 0
     out = capsys.readouterr().out
     assert f"vit_cifar_tiny (vit-tiny), batch 2, {mode}" in out
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert float(lines["npvit"].split()[1]) > 0
+    memory = lines["npvit"].split("]")[1].strip()
+    assert memory == "n/a" if extra else memory.endswith("MiB")
     try:
         import torch  # noqa: F401
     except ImportError:
