@@ -156,6 +156,24 @@ def test_attention_with_a_constant_bias_gives_the_same_gradients():
 
 # --- blocked float32 GELU and LayerNorm ------------------------------------------
 
+def test_normal_cdf_matches_math_erf():
+    import math
+
+    from autograd.ops.special import normal_cdf
+
+    x = np.concatenate([np.linspace(-9, 9, 4001), np.geomspace(1e-30, 1e-2, 30)])
+    x = np.concatenate([x, -x, [0.0, np.inf, -np.inf]])
+    ref = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    np.testing.assert_allclose(normal_cdf(x), ref, rtol=1e-14, atol=1e-16)
+    x32 = x.astype(np.float32)
+    got = normal_cdf(x32)
+    assert got.dtype == np.float32 and got.min() >= 0 and got.max() <= 1
+    ref32 = np.array([0.5 * (1 + math.erf(float(v) / math.sqrt(2))) for v in x32])
+    np.testing.assert_allclose(got, ref32, rtol=0, atol=3e-7)  # absolute: 1/2 + x A/B cancels in the left tail
+    np.testing.assert_array_equal(normal_cdf(x32, x32 * x32), got)
+    assert np.isnan(normal_cdf(np.float32([np.nan]))).all()
+
+
 def _spanning_blocks(rng, dim):
     """float32 rows enough for several cache blocks and a partial last one."""
     rows = 2 * util.BLOCK // dim + 3

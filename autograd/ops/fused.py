@@ -16,14 +16,13 @@ import numpy as np
 
 from ..backend import get_array_module, global_generator
 from ..tensor import Function, as_tensor_like
-from .special import erf
+from .special import normal_cdf
 from .util import blocks
 
 __all__ = [
     "linear", "layer_norm", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout", "drop_path",
 ]
 
-_RSQRT2 = 1 / math.sqrt(2)
 _RSQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _GELU_TANH_CUBIC = 0.044715
@@ -161,19 +160,17 @@ class Gelu(Function):
 
 
 def _gelu_erf_block(xp, x, out, slope):
-    """out = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2; slope = d/dx [x Phi(x)] = Phi(x) + x phi(x),
+    """out = x Phi(x), Phi the standard normal CDF; slope = d/dx [x Phi(x)] = Phi(x) + x phi(x),
     phi(x) = exp(-x^2 / 2) / sqrt(2 pi)."""
-    cdf = erf(x * _RSQRT2)
-    cdf += 1.0
-    cdf *= 0.5
+    x2 = x * x
+    cdf = normal_cdf(x, x2)
     xp.multiply(x, cdf, out=out)
     if slope is not None:
-        d = x * x
-        d *= -0.5
-        xp.exp(d, out=d)
-        d *= x
-        d *= _RSQRT_2PI
-        xp.add(d, cdf, out=slope)
+        x2 *= -0.5
+        xp.exp(x2, out=x2)
+        x2 *= x
+        x2 *= _RSQRT_2PI
+        xp.add(x2, cdf, out=slope)
 
 
 def _gelu_tanh_block(xp, x, out, slope):
