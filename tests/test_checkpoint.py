@@ -18,17 +18,7 @@ from autograd.nn import StateDictError
 from npvit import Checkpoint, VisionTransformer, create_model, load_checkpoint, read_checkpoint, save_checkpoint
 from npvit import pos_embed as pe
 
-TINY = dict(img_size=8, patch_size=4, embed_dim=8, depth=2, num_heads=2, num_classes=3)
-
-
-def tiny(seed=0, **fields):
-    """A float64 tiny model with every parameter random."""
-    with backend.default_dtype_as(np.float64):
-        model = VisionTransformer(**{**TINY, **fields}, generator=np.random.default_rng(seed))
-    rng = np.random.default_rng(seed + 1)
-    for p in model.parameters():
-        p.data[...] = rng.normal(0.0, 0.5, p.shape)
-    return model.eval()
+from tiny_models import TINY, tiny
 
 
 def images(batch=2, size=8, seed=3):

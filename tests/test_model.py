@@ -17,22 +17,12 @@ import npvit
 from autograd import backend, gradcheck
 from autograd.nn import Identity
 from autograd.tensor import Tensor, no_grad
-from npvit import VisionTransformer, ViTConfig, create_model, list_models, mpp_corruption, mpp_targets
+from npvit import ViTConfig, create_model, list_models, mpp_corruption, mpp_targets
 from npvit.config import POS_EMBED_AT, POS_EMBED_KINDS
 
-TINY = dict(img_size=8, patch_size=4, embed_dim=8, depth=2, num_heads=2, num_classes=3)
+from tiny_models import TINY, tiny
 TINY_HYBRID = dict(TINY, patch_size=1, hybrid_layers=(1, 1), hybrid_width=4, hybrid_groups=2,
                    hybrid_stem_kernel=3, hybrid_stem_stride=1)
-
-
-def tiny(seed=0, **fields):
-    """A float64 tiny model with every parameter random (N(0, 0.5^2)), in eval mode."""
-    with backend.default_dtype_as(np.float64):
-        model = VisionTransformer(**{**TINY, **fields}, generator=np.random.default_rng(seed))
-    rng = np.random.default_rng(seed + 1)
-    for p in model.parameters():
-        p.data[...] = rng.normal(0.0, 0.5, p.shape)
-    return model.eval()
 
 
 def images(batch=2, size=8, channels=3, seed=3):
