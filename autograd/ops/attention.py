@@ -24,8 +24,8 @@ class ScaledDotProductAttention(Function):
     @staticmethod
     def forward(q, k, v, *bias, scale, keep=None, drop_scale=1.0, weights_out=None, needs_input_grad=()):
         xp = get_array_module(q)
-        qs = q * scale  # scaling q, (..., Nq, d), is cheaper than scaling the logits, (..., Nq, Nk)
-        p = qs @ k.swapaxes(-1, -2)  # logits, (..., Nq, Nk)
+        p = q @ k.swapaxes(-1, -2)  # (..., Nq, Nk)
+        p *= scale  # the logits; scaled here rather than in a copy of q that the cache would keep
         if bias:
             p += bias[0]
         p -= p.max(axis=-1, keepdims=True)
@@ -37,7 +37,7 @@ class ScaledDotProductAttention(Function):
         out = pd @ v  # (..., Nq, dv)
         # a constant bias (a mask) needs no gradient, and so no sum of dS down to its shape
         bias_shape = bias[0].shape if bias and needs_input_grad[3] else None
-        return out, (qs, k, v, p, out, keep, drop_scale, scale, bias_shape, bool(bias))
+        return out, (q, k, v, p, out, keep, drop_scale, scale, bias_shape, bool(bias))
 
     @staticmethod
     def backward(g, cache):
@@ -47,7 +47,7 @@ class ScaledDotProductAttention(Function):
         #   dq = dS k scale,   dk = dS^T q scale,   dbias = dS summed to the bias's shape.
         # rowsum(dP * P) = rowsum(dPd * Pd) = sum_j Pd_ij (dO_i . V_j) = dO_i . O_i, so it
         # is taken from the (Nq, dv) arrays instead of the (Nq, Nk) ones (FlashAttention's D).
-        qs, k, v, p, out, keep, drop_scale, scale, bias_shape, has_bias = cache
+        q, k, v, p, out, keep, drop_scale, scale, bias_shape, has_bias = cache
         pd = p if keep is None else _drop(p, keep, drop_scale)
         dv = pd.swapaxes(-1, -2) @ g  # (..., Nk, dv)
         ds = g @ v.swapaxes(-1, -2)  # dPd, (..., Nq, Nk)
@@ -57,7 +57,8 @@ class ScaledDotProductAttention(Function):
         ds *= p  # dS
         dq = ds @ k
         dq *= scale
-        dk = ds.swapaxes(-1, -2) @ qs  # (..., Nk, d); qs already carries the scale
+        dk = ds.swapaxes(-1, -2) @ q  # (..., Nk, d)
+        dk *= scale
         if not has_bias:
             return dq, dk, dv
         return dq, dk, dv, None if bias_shape is None else unbroadcast(ds, bias_shape)

@@ -62,33 +62,34 @@ class LayerNorm(Function):
     @staticmethod
     def forward(x, *affine, eps, has_weight, has_bias, needs_input_grad=()):
         # Rows in cache-sized blocks; the row means are matrix-vector products with a
-        # vector of 1/D, which BLAS does several times faster than NumPy's sum over short rows.
+        # vector of 1/D, which BLAS does several times faster than NumPy's sum over short
+        # rows. The cache keeps x (alive anyway as this op's input), the means and rstd,
+        # not xhat: the backward remakes xhat block by block, in cache, for two passes.
         xp = get_array_module(x)
         weight = affine[0] if has_weight else None
         bias = affine[-1] if has_bias else None
         dim = x.shape[-1]
         x2 = x.reshape(-1, dim)  # (M, D)
         out = xp.empty(x2.shape, dtype=x.dtype)
-        keep = any(needs_input_grad)
-        xhat = xp.empty_like(out) if keep else None
+        mean = xp.empty((len(x2), 1), dtype=x.dtype)  # (M, 1)
         rstd = xp.empty((len(x2), 1), dtype=x.dtype)  # (M, 1)
         mean_of = xp.full(dim, 1.0 / dim, dtype=x.dtype)
         for r in blocks(len(x2), dim, xp):
-            xh = xp.subtract(x2[r], (x2[r] @ mean_of)[:, None], out=None if xhat is None else xhat[r])
-            sq = xh * xh
-            var = sq @ mean_of  # (rows,)
+            mean[r, 0] = x2[r] @ mean_of
+            xh = x2[r] - mean[r]
+            var = (xh * xh) @ mean_of  # (rows,)
             var += eps
             rstd[r, 0] = var
             xp.sqrt(rstd[r], out=rstd[r])
             xp.reciprocal(rstd[r], out=rstd[r])
-            xh *= rstd[r]  # (x - mean) / sqrt(var + eps)
+            xh *= rstd[r]  # xhat = (x - mean) / sqrt(var + eps)
             if weight is None:
                 out[r] = xh
             else:
                 xp.multiply(xh, weight, out=out[r])
             if bias is not None:
                 out[r] += bias
-        cache = (xhat, rstd, weight, has_bias, needs_input_grad) if keep else None
+        cache = (x2, mean, rstd, weight, has_bias, needs_input_grad) if any(needs_input_grad) else None
         return out.reshape(x.shape), cache
 
     @staticmethod
@@ -100,7 +101,7 @@ class LayerNorm(Function):
         # mean(dxhat) = g . (w / D) and mean(dxhat xhat) = (g xhat) . (w / D), row by row,
         # so g xhat, which dw needs too, is the only product formed for the means; the
         # column sums for dw and db are matrix-vector products as well.
-        xhat, rstd, weight, has_bias, needs = cache
+        x2, mean, rstd, weight, has_bias, needs = cache
         xp = get_array_module(g)
         dim = g.shape[-1]
         g2 = g.reshape(-1, dim)  # (M, D)
@@ -110,7 +111,9 @@ class LayerNorm(Function):
         db = xp.zeros(dim, dtype=g.dtype) if has_bias and needs[-1] else None
         ones = xp.ones(len(g2), dtype=g.dtype)
         for r in blocks(len(g2), dim, xp):
-            gr, xh = g2[r], xhat[r]
+            gr = g2[r]
+            xh = x2[r] - mean[r]
+            xh *= rstd[r]  # xhat, remade
             gx = gr * xh
             if dw is not None:
                 dw += ones[:len(gr)] @ gx
@@ -126,8 +129,8 @@ class LayerNorm(Function):
             else:
                 xp.multiply(gr, weight, out=d)
             d -= a[:, None]
-            xp.multiply(xh, b[:, None], out=gx)
-            d -= gx
+            xh *= b[:, None]
+            d -= xh
             d *= rstd[r]
         grads = [None if dx is None else dx.reshape(g.shape)]
         if weight is not None:
