@@ -41,7 +41,7 @@ import numpy as np
 
 from autograd import backend, init
 from autograd.nn import Dropout, DropPath, GELU, Identity, LayerNorm, Linear, Module, ModuleList, Parameter
-from autograd.ops import concatenate, linear, scaled_dot_product_attention, where
+from autograd.ops import concatenate, linear, scaled_dot_product_attention, unbind, where
 from autograd.tensor import Tensor
 
 from . import pos_embed as pe
@@ -113,7 +113,7 @@ class Attention(Module):
         B, N, D = x.shape
         H = self.num_heads
         qkv = self.qkv(x).reshape(B, N, 3, H, D // H).transpose(2, 0, 3, 1, 4)   # (3, B, H, N, d)
-        q, k, v = qkv[0], qkv[1], qkv[2]                                      # (B, H, N, d) each
+        q, k, v = unbind(qkv, axis=0)                                       # (B, H, N, d) each
         bias = None if position_bias is None else position_bias(q)          # (B, H, N, N)
         out = scaled_dot_product_attention(
             q, k, v, bias=bias, dropout_p=self.attn_drop, training=self.training, return_weights=return_weights,
