@@ -112,8 +112,9 @@ class Attention(Module):
         """``position_bias``: None, or a function of the queries (B, H, N, d) giving logits to add (B, H, N, N)."""
         B, N, D = x.shape
         H = self.num_heads
-        qkv = self.qkv(x).reshape(B, N, 3, H, D // H).transpose(2, 0, 3, 1, 4)   # (3, B, H, N, d)
-        q, k, v = unbind(qkv, axis=0)                                       # (B, H, N, d) each
+        qkv = self.qkv(x).reshape(B, N, 3, H, D // H)                        # (B, N, 3, H, d)
+        # unbinding before the transpose keeps the gradient of qkv one contiguous write
+        q, k, v = (t.transpose(0, 2, 1, 3) for t in unbind(qkv, axis=2))    # (B, H, N, d) each
         bias = None if position_bias is None else position_bias(q)          # (B, H, N, N)
         out = scaled_dot_product_attention(
             q, k, v, bias=bias, dropout_p=self.attn_drop, training=self.training, return_weights=return_weights,
