@@ -117,19 +117,16 @@ class TrainConfig:
 
 
 # Defaults per data set (the model and how long to train) and per mode (the recipe).
+# Photographs get crop, flip, RandAugment and label smoothing; mixup and cutmix are opt-in.
+_PHOTOS = dict(model="vit_cifar_tiny", batch_size=128, crop_padding=4, flip=True, rand_ops=2, label_smoothing=0.1,
+               mixup=0.0, cutmix=0.0)
 DATASET_DEFAULTS = {
-    "cifar10": dict(model="vit_cifar_tiny", epochs=100, batch_size=128, crop_padding=4, flip=True, rand_ops=2,
-                    label_smoothing=0.1, mixup=0.0, cutmix=0.0),
-    "cifar100": dict(model="vit_cifar_tiny", epochs=100, batch_size=128, crop_padding=4, flip=True, rand_ops=2,
-                     label_smoothing=0.1, mixup=0.0, cutmix=0.0),
-    "tiny-imagenet": dict(model="vit_cifar_tiny", epochs=50, batch_size=128, crop_padding=4, flip=True, rand_ops=2,
-                          label_smoothing=0.1, mixup=0.0, cutmix=0.0),
-    "fashion-mnist": dict(model="vit_cifar_tiny", epochs=30, batch_size=128, crop_padding=2, flip=False, rand_ops=0,
-                          label_smoothing=0.1, mixup=0.0, cutmix=0.0),
-    "imagefolder": dict(model="vit_cifar_tiny", epochs=50, batch_size=64, crop_padding=4, flip=True, rand_ops=2,
-                        label_smoothing=0.1, mixup=0.0, cutmix=0.0),
-    "synthetic": dict(model="vit_cifar_tiny", epochs=3, batch_size=64, crop_padding=0, flip=False, rand_ops=0,
-                      label_smoothing=0.0, mixup=0.0, cutmix=0.0),
+    "cifar10": dict(_PHOTOS, epochs=100),
+    "cifar100": dict(_PHOTOS, epochs=100),
+    "tiny-imagenet": dict(_PHOTOS, epochs=50),
+    "fashion-mnist": dict(_PHOTOS, epochs=30, crop_padding=2, flip=False, rand_ops=0),
+    "imagefolder": dict(_PHOTOS, epochs=50, batch_size=64),
+    "synthetic": dict(_PHOTOS, epochs=3, batch_size=64, crop_padding=0, flip=False, rand_ops=0, label_smoothing=0.0),
 }
 MODE_DEFAULTS = {
     "supervised": dict(optimizer="adamw", lr=1e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=5,
@@ -154,15 +151,9 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise TrainError(f"unknown data set {cfg.dataset!r}; choose one of {', '.join(DATASET_DEFAULTS)}")
     if cfg.mode == "finetune" and not cfg.init:
         raise TrainError("fine-tuning needs a checkpoint to start from: pass --init CHECKPOINT")
-    values = {}
-    for source in (MODE_DEFAULTS[cfg.mode], DATASET_DEFAULTS[cfg.dataset]):
-        for k, v in source.items():
-            if getattr(cfg, k) is None and k not in values:
-                values[k] = v
     # the mode's recipe wins over the data set's where both speak (finetune epochs, mpp's no-mixup)
-    for k, v in MODE_DEFAULTS[cfg.mode].items():
-        if getattr(cfg, k) is None:
-            values[k] = v
+    defaults = {**DATASET_DEFAULTS[cfg.dataset], **MODE_DEFAULTS[cfg.mode]}
+    values = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
     out = TrainConfig(**{**cfg.to_dict(), **values, "betas": tuple(cfg.betas)})
     if out.optimizer not in ("sgd", "adam", "adamw"):
         raise TrainError(f"unknown optimizer {out.optimizer!r}; choose sgd, adam or adamw")
