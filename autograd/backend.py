@@ -174,3 +174,27 @@ def global_generator(device="cpu"):
     if g is None:
         g = _global_generators[name] = generator(*_global_keys, device=name)
     return g
+
+
+# --- host memory ------------------------------------------------------------------------
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def keep_freed_memory() -> str | None:
+    """Ask glibc's malloc to keep freed memory for reuse (no trimming, no mmap up to 1 GiB); None, or why not.
+
+    A training step makes and frees hundreds of megabytes of activations and gradients.
+    By default glibc hands big freed blocks back to the kernel, and the next step pays
+    for fresh pages again (page faults and zeroing); keeping them makes a NumPy step
+    faster (BENCHMARKS.md). It applies to the whole process.
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return "needs Linux with glibc"
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if not (libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
+        return "mallopt refused the settings"
+    return None

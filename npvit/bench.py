@@ -51,6 +51,7 @@ import time
 import numpy as np
 
 from autograd import backend, ops, optim
+from autograd.backend import keep_freed_memory
 from autograd.tensor import no_grad
 
 from .config import get_config, list_models
@@ -58,7 +59,6 @@ from .model import create_model
 
 ALIASES = {"vit-tiny": "vit_cifar_tiny", "vit-s16": "vit_small_patch16_224"}
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 MEMORY_PROBE_STEPS = 2
 
 
@@ -332,19 +332,6 @@ def gpu_peak_bytes(library, step, device):
     step()
     torch.cuda.synchronize(_torch_device(device))
     return torch.cuda.max_memory_allocated(_torch_device(device))
-
-
-def keep_freed_memory() -> str | None:
-    """Ask glibc's malloc to keep freed memory for reuse (no trimming, no mmap up to 1 GiB); None, or why not."""
-    import ctypes
-    import ctypes.util
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return "needs Linux with glibc"
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    if not (libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
-        return "mallopt refused the settings"
-    return None
 
 
 # --- threads ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 
-from autograd.backend import DeviceError
+from autograd.backend import DeviceError, keep_freed_memory
 
 from . import distributed
 from .config import GLOBAL_POOLS, MPP_TARGETS, POS_EMBED_AT, POS_EMBED_KINDS, list_models
@@ -182,6 +182,7 @@ def main(argv=None) -> int:
     from . import trainer as T
 
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # a NumPy step then reuses the pages of the last one (autograd.backend)
     try:
         comm = distributed.init(force=args.distributed)
     except distributed.DistributedError as e:

@@ -256,12 +256,18 @@ MODELS: dict[str, dict] = {
     # the hybrid: ResNet-50's first three stages (output stride 16), ViT-B on its 14x14 map
     "vit_base_r50_s16_224": dict(**_R50),
     "vit_base_r50_s16_384": dict(**_R50, img_size=384),
-    # 32x32 inputs; vit_cifar_tiny is also the benchmark's "vit-tiny"
+    # 32x32 inputs; vit_cifar_tiny is also the benchmark's "vit-tiny"; vit_cifar_mini is the
+    # CPU recipe's model (README, REPRODUCTION.md): a CIFAR-10 run in under an hour on 2 cores
+    "vit_cifar_mini": dict(**_CIFAR, patch_size=4, embed_dim=96, depth=4, num_heads=3),
     "vit_cifar_tiny": dict(**_CIFAR, patch_size=4, embed_dim=192, depth=9, num_heads=3),
     "vit_cifar_tiny_patch2": dict(**_CIFAR, patch_size=2, embed_dim=192, depth=9, num_heads=3),
     "vit_cifar_small": dict(**_CIFAR, patch_size=4, embed_dim=384, depth=9, num_heads=6),
     "vit_cifar_small_patch2": dict(**_CIFAR, patch_size=2, embed_dim=384, depth=9, num_heads=6),
     "vit_cifar_base": dict(**_CIFAR, patch_size=4, embed_dim=768, depth=12, num_heads=12),
+    # vit_cifar_mini's hybrid twin at about its compute: a stride-2 stem and two stages leave the
+    # same 8x8 map, and one block fewer pays for the convolutions (REPRODUCTION.md)
+    "vit_hybrid_cifar_mini": dict(**_CIFAR, **{**_CIFAR_R, "hybrid_layers": (1, 1), "hybrid_stem_stride": 2},
+                                  embed_dim=96, depth=3, num_heads=3),
     "vit_hybrid_cifar_tiny": dict(**_CIFAR, **_CIFAR_R, embed_dim=192, depth=9, num_heads=3),
     "vit_hybrid_cifar_small": dict(**_CIFAR, **_CIFAR_R, embed_dim=384, depth=9, num_heads=6),
 }

@@ -482,6 +482,9 @@ def test_list_and_create_models():
         create_model("vit_cifar_tiny", embed_dims=10)
     model = create_model("vit_cifar_tiny", depth=1, num_classes=100, drop_path_rate=0.1, qkv_bias=False)
     assert model.cfg.depth == 1 and model.head.weight.shape == (100, 192) and model.blocks[0].attn.qkv.bias is None
+    # the study's hybrid sees the same 8x8 grid of tokens as the plain model it is compared with
+    mini, hybrid = npvit.get_config("vit_cifar_mini"), npvit.get_config("vit_hybrid_cifar_mini")
+    assert mini.grid_size == hybrid.grid_size == (8, 8) and hybrid.embed_dim == mini.embed_dim
 
 
 def test_config_validation_and_serialisation():

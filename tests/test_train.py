@@ -127,6 +127,16 @@ def test_overfits_a_tiny_set_to_full_training_accuracy():
     assert (predictions == trainer.train_set.y).mean() == 1.0
 
 
+def test_cifar10_defaults_follow_the_device():
+    cpu = T.resolve(T.TrainConfig(dataset="cifar10", device="cpu"))
+    gpu = T.resolve(T.TrainConfig(dataset="cifar10", device="gpu"))
+    assert (cpu.model, cpu.epochs, cpu.rand_ops, cpu.warmup_steps) == ("vit_cifar_mini", 12, 0, 400)
+    assert (gpu.model, gpu.epochs, gpu.warmup_steps) == ("vit_cifar_tiny", 100, None)
+    # what the user says wins, and other modes keep their own recipe
+    assert T.resolve(T.TrainConfig(dataset="cifar10", device="cpu", model="vit_cifar_tiny")).model == "vit_cifar_tiny"
+    assert T.resolve(T.TrainConfig(dataset="cifar10", device="cpu", mode="mpp")).model == "vit_cifar_tiny"
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--dataset", "nope"], "unknown data set"),
     (["--epochs", "0"], "--epochs must be positive"),
