@@ -98,12 +98,16 @@ class PatchEmbed(Module):
 
 
 class Attention(Module):
-    """Multi-head self-attention with one fused q/k/v projection, as timm."""
+    """Multi-head self-attention with one fused q/k/v projection, as timm.
 
-    def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0.0, proj_drop=0.0):
+    Attention dropout draws its masks from ``generator`` when one is set (as ``Dropout``
+    does; the trainer sets one per step), else from the global generator.
+    """
+
+    def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0.0, proj_drop=0.0, generator=None):
         super().__init__()
         self.num_heads = num_heads
-        self.attn_drop = attn_drop
+        self.attn_drop, self.generator = attn_drop, generator
         self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = Linear(dim, dim)
         self.proj_drop = Dropout(proj_drop)
@@ -117,7 +121,8 @@ class Attention(Module):
         q, k, v = (t.transpose(0, 2, 1, 3) for t in unbind(qkv, axis=2))    # (B, H, N, d) each
         bias = None if position_bias is None else position_bias(q)          # (B, H, N, N)
         out = scaled_dot_product_attention(
-            q, k, v, bias=bias, dropout_p=self.attn_drop, training=self.training, return_weights=return_weights,
+            q, k, v, bias=bias, dropout_p=self.attn_drop, training=self.training, generator=self.generator,
+            return_weights=return_weights,
         )
         out, weights = out if return_weights else (out, None)
         out = out.transpose(0, 2, 1, 3).reshape(B, N, D)                    # (B, N, D)

@@ -41,7 +41,7 @@ from . import checkpoint as ckpt
 from . import distributed, mpp
 from .config import get_config
 from .data import Augment, Loader, load_dataset, seed_generator
-from .model import VisionTransformer
+from .model import Attention, VisionTransformer
 
 MODES = ("supervised", "pretrain", "finetune", "mpp")
 
@@ -287,10 +287,9 @@ class Trainer:
         self.rows = distributed.shard(cfg.batch_size, rank, world)
         self.positions = distributed.shard_positions(cfg.batch_size, rank, world,
                                                      mirror=bool(self.augment.mixup_alpha or self.augment.cutmix_alpha))
-        self.dropouts = [m for m in self.model.modules() if isinstance(m, (nn.Dropout, nn.DropPath)) and m.p > 0]
-        if world > 1 and self.model.cfg.attn_drop_rate > 0 and self.comm.is_main:
-            print("note: attention dropout draws its masks per process, so this run matches a one-process run in "
-                  "distribution but not draw for draw", flush=True)
+        self.dropouts = [m for m in self.model.modules()
+                         if (isinstance(m, (nn.Dropout, nn.DropPath)) and m.p > 0)
+                         or (isinstance(m, Attention) and m.attn_drop > 0)]
         self.test_x, self.test_y = to_dev(test.x), to_dev(test.y)
         self.steps_per_epoch = len(self.loader)
         total = cfg.epochs * self.steps_per_epoch
@@ -332,8 +331,8 @@ class Trainer:
         Returns the loss, correct and count of the whole global batch, the grad norm and the lr.
         """
         cfg = self.cfg
-        # Dropout and drop-path masks are drawn for the global batch and sliced; attention
-        # dropout draws from the global generator, seeded per step.
+        # Dropout, drop-path and attention-dropout masks are drawn for the global batch and
+        # sliced; anything else random draws from the global generator, seeded per step.
         masks = distributed.RowGenerator(backend.generator(cfg.seed, 0xD1, self.step, device=self.device), self.rows,
                                          cfg.batch_size)
         for m in self.dropouts:

@@ -31,8 +31,8 @@ requires_mpi = pytest.mark.skipif(
     reason="needs mpirun and mpi4py (apt-get install openmpi-bin libopenmpi-dev; pip install 'npvit[mpi]')",
 )
 
-# Everything random at once: dropout, drop-path, crop, RandAugment, mixup and cutmix (16 steps of 32).
-RANDOM = ["--epochs", "2", "--dropout", "0.1", "--drop-path", "0.1", "--crop-padding", "2", "--randaugment", "2",
+# Everything random at once: dropout, attention dropout, drop-path, crop, RandAugment, mixup and cutmix (16 steps of 32).
+RANDOM = ["--epochs", "2", "--dropout", "0.1", "--attn-dropout", "0.1", "--drop-path", "0.1", "--crop-padding", "2", "--randaugment", "2",
           "--mixup", "0.5", "--cutmix", "1.0"]
 
 
@@ -96,6 +96,13 @@ def test_each_share_gets_the_rows_of_the_whole_batch_dropout_masks():
     for rows in (slice(0, 3), slice(3, 6)):
         part = ops.dropout(x[rows], 0.5, generator=distributed.RowGenerator(backend.generator(7, 1), rows, 6)).data
         np.testing.assert_array_equal(part, whole[rows])
+    # attention dropout too: its (B, heads, N, N) mask is per example
+    q = np.random.default_rng(0).standard_normal((6, 2, 4, 3)).astype(np.float32)
+    whole = ops.scaled_dot_product_attention(q, q, q, dropout_p=0.5, generator=backend.generator(7, 2)).data
+    for rows in (slice(0, 2), slice(2, 6)):
+        gen = distributed.RowGenerator(backend.generator(7, 2), rows, 6)
+        part = ops.scaled_dot_product_attention(q[rows], q[rows], q[rows], dropout_p=0.5, generator=gen).data
+        np.testing.assert_allclose(part, whole[rows], rtol=1e-6)
 
 
 class _Rank(distributed.Communicator):
