@@ -130,6 +130,17 @@ def vstack(images, gap: int = 10) -> Image.Image:
     return out
 
 
+def wrap_text(text: str, width: float, size: int = FONT_SIZE) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` pixels (a longer word keeps a line)."""
+    lines = []
+    for word in text.split(" "):
+        if lines and text_size(lines[-1] + " " + word, size)[0] <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
 def titled(image: Image.Image, title: str, size: int = FONT_SIZE + 2, margin: int = 10) -> Image.Image:
     """``image`` with ``title`` centred above it and a white margin all round."""
     lines = title.split("\n")
@@ -180,7 +191,9 @@ def scatter_plot(series, *, xlim, ylim, xlabel, ylabel, title=None, xticks=None,
     tick_h = text_size("0")[1]
     legend_w = (max(text_size(s)[0] for s in labels) + 40) if labels else 20
     left = 10 + ylabel_img.width + 8 + ytick_w + 10
-    top = (text_size(title, FONT_SIZE + 2)[1] + 24) if title else 16
+    title_lines = wrap_text(title, size[0] - 20, FONT_SIZE + 2) if title else []
+    line_h = text_size("Ag", FONT_SIZE + 2)[1] + 6
+    top = (line_h * len(title_lines) + 18) if title else 16
     bottom = tick_h + 14 + text_size(xlabel)[1] + 14
     x0, y0, x1, y1 = left, top, size[0] - legend_w, size[1] - bottom
     img = Image.new("RGB", size, WHITE)
@@ -212,8 +225,8 @@ def scatter_plot(series, *, xlim, ylim, xlabel, ylabel, title=None, xticks=None,
     draw.rectangle((x0, y0, x1, y1), outline=BLACK)
     draw_text(draw, ((x0 + x1) / 2, size[1] - 10), xlabel, anchor="mb")
     img.paste(ylabel_img, (10, int((y0 + y1) / 2 - ylabel_img.height / 2)))
-    if title:
-        draw_text(draw, ((x0 + x1) / 2, 10), title, size=FONT_SIZE + 2, anchor="mt")
+    for k, line in enumerate(title_lines):  # centred on the image: a long title may be wider than the frame
+        draw_text(draw, (size[0] / 2, 10 + k * line_h), line, size=FONT_SIZE + 2, anchor="mt")
     legend = [(label, PALETTE[k % len(PALETTE)]) for k, (label, _, _) in enumerate(series) if label is not None]
     for k, (label, colour) in enumerate(legend):
         cy = y0 + 10 + 20 * k

@@ -289,6 +289,17 @@ def test_scatter_plot_draws_its_points_and_axes():
     assert plot.PALETTE[0] in pixels and plot.PALETTE[1] in pixels and plot.BLACK in pixels
 
 
+def test_a_title_wider_than_the_plot_wraps_and_stays_inside():
+    title = "Mean attention distance per head (hybrid, 4 px per token; 256 cifar10 test images)"
+    lines = plot.wrap_text(title, 200)
+    assert len(lines) > 1 and " ".join(lines) == title
+    assert all(plot.text_size(line)[0] <= 200 for line in lines if " " in line)
+    img = np.asarray(plot.scatter_plot([("h", [1], [1.0])], xlim=(0, 2), ylim=(0, 2), xlabel="x", ylabel="y",
+                                       title=title, size=(300, 300)))
+    ink = np.nonzero((img[:60] < 128).all(axis=-1))[1]                 # dark title pixels in the top rows
+    assert ink.min() > 0 and ink.max() < 299                            # clipped text would touch the edges
+
+
 def test_image_grid_and_heatmap_grid_sizes():
     tiles = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
     grid = plot.image_grid(tiles, ncols=3, scale=5, gap=2)
