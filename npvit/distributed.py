@@ -18,14 +18,12 @@ here):
   sum is the gradient of the global batch's mean loss. Clipping and the optimizer then
   run on that global gradient, identically everywhere, so the parameters stay equal.
 - Random draws are made for the whole global batch on every process, which keeps only
-  its rows (``RowGenerator``): dropout masks, drop-path, augmentation and the masked
-  patches are then the draws one process would make for the same examples. (Drawing
-  the whole batch's masks is the price: small next to the forward pass, but it does
-  not shrink with more processes.) Two draws still depend on the share: attention
-  dropout (off in the paper's settings), whose masks come from the global generator
-  because the model's attention takes no generator, and the random patch that masked
-  patch prediction puts in place of 10% of the chosen ones, taken from the process's
-  share rather than the whole batch.
+  its rows (``RowGenerator``): dropout and attention-dropout masks, drop-path,
+  augmentation and the masked patches are then the draws one process would make for
+  the same examples. (Drawing the whole batch's masks is the price: small next to the
+  forward pass, but it does not shrink with more processes.) One draw still depends on
+  the share: the random patch that masked patch prediction puts in place of 10% of the
+  chosen ones is taken from the process's share rather than the whole batch.
 - Gradients and a few numbers of the step (loss, correct, count) travel in one flat
   buffer and one all-reduce, so every process sees the same global loss and a
   non-finite one stops all of them at the same step.
