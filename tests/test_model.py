@@ -211,7 +211,7 @@ def test_vit_base_forward_backward_on_cpu():
     assert model.num_parameters() == 86_567_656
     model.head.weight.data[...] = np.random.default_rng(1).normal(0, 0.02, model.head.weight.shape)
     x = np.random.default_rng(2).standard_normal((2, 3, 224, 224)).astype(np.float32)
-    logits, extras = model(x, return_attention=True, return_tokens=True)
+    logits, extras = model.forward_intermediates(x)
     assert logits.shape == (2, 1000) and logits.dtype == np.float32
     assert [a.shape for a in extras["attention"]] == [(2, 12, 197, 197)] * 12
     assert [t.shape for t in extras["tokens"]] == [(2, 197, 768)] * 13
@@ -350,15 +350,15 @@ def test_no_position_embedding_ignores_patch_order():
 def test_attention_and_tokens_hooks():
     model = tiny(pos_embed="relative")
     x = images()
-    logits, extras = model(x, return_attention=True, return_tokens=True)
+    logits, extras = model.forward_intermediates(x)
     np.testing.assert_array_equal(logits.data, model(x).data)
     assert len(extras["attention"]) == 2 and len(extras["tokens"]) == 3
     for a in extras["attention"]:
         assert a.shape == (2, 2, 5, 5) and not a.requires_grad
         np.testing.assert_allclose(a.data.sum(-1), 1.0)
     np.testing.assert_allclose(model.norm(extras["tokens"][-1]).data, model.forward_features(x).data)
-    _, only = model(x, return_attention=True)
-    assert only["tokens"] == [] and len(only["attention"]) == 2
+    _, only = model.forward_intermediates(x, attention=False)
+    assert only["attention"] == [] and len(only["tokens"]) == 3
 
 
 # --- masked patch prediction ------------------------------------------------------------
