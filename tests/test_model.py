@@ -361,6 +361,20 @@ def test_attention_and_tokens_hooks():
     assert only["attention"] == [] and len(only["tokens"]) == 3
 
 
+@pytest.mark.parametrize("fields", [dict(), dict(global_pool="avg", representation_size=6, gelu_approximate="tanh")])
+def test_logits_match_the_pytorch_twin(fields):
+    torch = pytest.importorskip("torch")
+    from npvit.torch_reference import build_torch_vit, torch_unsupported
+
+    model = tiny(**fields)
+    assert torch_unsupported(model.cfg) is None
+    twin = build_torch_vit(model.cfg).double()
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.state_dict().items()})
+    x = images()
+    np.testing.assert_allclose(twin(torch.from_numpy(x)).detach().numpy(), model(x).data, rtol=1e-10, atol=1e-12)
+    assert torch_unsupported(model.cfg.replace(pos_embed="2d")) is not None
+
+
 # --- masked patch prediction ------------------------------------------------------------
 def test_mpp_corruption_proportions():
     selected, mask, replace = mpp_corruption(64, 100, np.random.default_rng(0))
