@@ -1,5 +1,8 @@
 """The command line of ``train.py``: flags in, a run directory out.
 
+Every flag of a setting is made from its field in ``npvit/recipes.py`` (``TrainConfig``),
+with its default in the help; a flag not given leaves the field to the table's default.
+
 Every user error (a bad flag, an unknown data set, missing data, a checkpoint that does
 not fit) ends in one line on stderr and exit code 2; a loss that stops being finite ends
 with exit code 3 and the last good checkpoint kept; Ctrl-C saves the run and exits 130.

@@ -193,7 +193,8 @@ def check(cfg: TrainConfig) -> None:
         if value is None:
             continue
         if meta["choices"] is not None and value not in meta["choices"]:
-            raise TrainError(f"unknown {meta['noun'] or flag_of(f)} {value!r}; choose one of {', '.join(meta['choices'])}")
+            choices = ", ".join(meta["choices"])
+            raise TrainError(f"unknown {meta['noun'] or flag_of(f)} {value!r}; choose one of {choices}")
         problem = meta["check"](value) if meta["check"] is not None else None
         if problem:
             raise TrainError(f"{flag_of(f)} {problem}, not {value}")
