@@ -93,13 +93,26 @@ def _has_array(r) -> bool:
     return isinstance(r, ndarray) or (isinstance(r, (list, tuple)) and builtins.any(_has_array(v) for v in r))
 
 
-def _call(func, args, kwargs, launch=True, host=()):
+# what may return a view of its input: a launch only when it had to copy (as CuPy does)
+_VIEWS = {"reshape", "transpose", "swapaxes", "ravel", "squeeze", "view", "broadcast_to", "moveaxis",
+          "expand_dims", "diagonal", "astype", "rollaxis", "T", "real", "imag", "broadcast_arrays", "split",
+          "array_split", "hsplit", "vsplit", "ascontiguousarray"}
+
+
+def _copied(r, source) -> bool:
+    if isinstance(r, (list, tuple)):
+        return builtins.any(_copied(v, source) for v in r)
+    return not (isinstance(source, np.ndarray) and np.may_share_memory(r._a, source))
+
+
+def _call(func, args, kwargs, launch=True, host=(), name=None, source=None):
     out = kwargs.get("out")
-    r = func(*(a if i in host else _unwrap(a) for i, a in enumerate(args)),
-             **{k: v if k in host else _unwrap(v) for k, v in kwargs.items()})
+    plain = [a if i in host else _unwrap(a) for i, a in enumerate(args)]
+    r = func(*plain, **{k: v if k in host else _unwrap(v) for k, v in kwargs.items()})
     r = out if isinstance(out, ndarray) and r is out._a else _wrap(r)
     if launch and _has_array(r):
-        meter.launch()
+        if name not in _VIEWS or _copied(r, source if source is not None else plain[0] if plain else None):
+            meter.launch()
     return r
 
 
@@ -116,7 +129,7 @@ def _function(name, func=None, launch=True):
     host = _HOST_PARAMETERS.get(name, ())
 
     def f(*args, **kwargs):
-        return _call(func, args, kwargs, launch, host)
+        return _call(func, args, kwargs, launch, host, name)
 
     f.__name__ = f.__qualname__ = name
     f.__doc__ = f"cupy.{name} on the stand-in (NumPy's, device operands only)."
@@ -307,14 +320,14 @@ for _dunder, _np_name in [("neg", "negative"), ("pos", "positive"), ("abs", "abs
     setattr(ndarray, f"__{_dunder}__", (lambda u: lambda self: (meter.launch(), ndarray(np.asarray(u(self._a))))[1])(
         getattr(np, _np_name)))
 
-# methods with a kernel (views such as reshape or transpose count too: a cheap launch-free
-# view on CuPy, but counting them keeps the rule simple and errs on the high side)
+# methods: a launch each, but a view (reshape, transpose, ...) only when it had to copy
 _METHODS = ("all", "any", "argmax", "argmin", "argsort", "astype", "clip", "copy", "cumsum", "cumprod", "diagonal",
             "dot", "fill", "flatten", "max", "mean", "min", "nonzero", "prod", "ptp", "put", "ravel", "repeat",
             "reshape", "round", "sort", "squeeze", "std", "sum", "swapaxes", "take", "trace", "transpose", "var",
             "view", "conj", "conjugate", "searchsorted", "partition", "argpartition")
 for _name in _METHODS:
-    setattr(ndarray, _name, (lambda n: lambda self, *a, **k: _call(getattr(self._a, n), a, k))(_name))
+    setattr(ndarray, _name,
+            (lambda n: lambda self, *a, **k: _call(getattr(self._a, n), a, k, name=n, source=self._a))(_name))
 ndarray.real = property(lambda self: ndarray(self._a.real))
 ndarray.imag = property(lambda self: ndarray(self._a.imag))
 
