@@ -215,40 +215,6 @@ class ndarray:
         meter.sync()
         return np.array(self._a, order=order)
 
-    def item(self):
-        """The single element as a Python scalar (a sync)."""
-        meter.sync()
-        return self._a.item()
-
-    def tolist(self):
-        """The array as nested lists (a sync)."""
-        meter.sync()
-        return self._a.tolist()
-
-    def __float__(self):
-        meter.sync()
-        return float(self._a)
-
-    def __int__(self):
-        meter.sync()
-        return int(self._a)
-
-    def __complex__(self):
-        meter.sync()
-        return complex(self._a)
-
-    def __bool__(self):
-        meter.sync()
-        return bool(self._a)
-
-    def __repr__(self):
-        meter.sync()
-        return repr(self._a)
-
-    def __str__(self):
-        meter.sync()
-        return str(self._a)
-
     def __format__(self, spec):
         meter.sync()
         return format(self._a.item() if self._a.ndim == 0 else self._a, spec)
@@ -328,6 +294,21 @@ _METHODS = ("all", "any", "argmax", "argmin", "argsort", "astype", "clip", "copy
 for _name in _METHODS:
     setattr(ndarray, _name,
             (lambda n: lambda self, *a, **k: _call(getattr(self._a, n), a, k, name=n, source=self._a))(_name))
+
+
+def _to_host(convert, doc=None):
+    def method(self):
+        meter.sync()
+        return convert(self._a)
+
+    method.__doc__ = doc
+    return method
+
+
+ndarray.item = _to_host(np.ndarray.item, "The single element as a Python scalar (a sync).")
+ndarray.tolist = _to_host(np.ndarray.tolist, "The array as nested lists (a sync).")
+for _convert in (float, int, complex, bool, repr, str):
+    setattr(ndarray, f"__{_convert.__name__}__", _to_host(_convert))
 ndarray.real = property(lambda self: ndarray(self._a.real))
 ndarray.imag = property(lambda self: ndarray(self._a.imag))
 
