@@ -5,7 +5,7 @@ import pytest
 import autograd
 from autograd import GradcheckError, GraphFreedError, Tensor, gradcheck, no_grad, ops
 from autograd.backend import DeviceError, parse_device
-from autograd.tensor import Function
+from autograd.engine import Function
 
 from devices import HAS_GPU
 

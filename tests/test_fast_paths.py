@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from autograd import Tensor, gradcheck, no_grad, ops
 from autograd.ops import util
-from autograd.tensor import Function, GraphFreedError
+from autograd.engine import Function, GraphFreedError
 from strategies import arrays, shapes
 
 
