@@ -1,7 +1,7 @@
 """autograd: a small reverse-mode automatic differentiation library on NumPy and CuPy.
 
 Read ``engine.py`` first (the engine, one page) and ``tensor.py``, then any op in
-``ops/`` (forward and backward side by side), then ``nn.py`` and ``optim.py``.
+``ops/`` (forward and backward side by side), then ``module.py``, ``nn.py`` and ``optim.py``.
 """
 from . import init, nn, ops, optim  # noqa: F401
 from .backend import (  # noqa: F401
