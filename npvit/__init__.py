@@ -7,4 +7,5 @@
 """
 from .checkpoint import Checkpoint, load_checkpoint, read_checkpoint, save_checkpoint  # noqa: F401
 from .config import MODELS, ViTConfig, config_fields, get_config, list_models  # noqa: F401
-from .model import VisionTransformer, create_model, mpp_corruption, mpp_targets  # noqa: F401
+from .model import VisionTransformer, create_model  # noqa: F401
+from .mpp import mpp_corruption, mpp_targets  # noqa: F401

@@ -219,7 +219,7 @@ def attention_summary(model, inputs, batch_size: int = 32):
     with no_grad():
         for start in range(0, len(inputs), batch_size):
             x = inputs[start:start + batch_size]
-            logits, extras = model(x, return_attention=True)
+            logits, extras = model.forward_intermediates(x)
             attention = extras["attention"]
             distance = distance + mean_attention_distance(
                 attention, cfg.grid_size, cfg.effective_patch_size, cfg.num_prefix_tokens) * len(x)

@@ -35,9 +35,9 @@ from autograd.backend import DeviceError
 from . import analysis as A
 from . import plot
 from .checkpoint import load_checkpoint
+from .cli import EXIT_USER_ERROR, Parser
 from .data import Augment, DataError, load_dataset, resize, seed_generator
 
-EXIT_USER_ERROR = 2
 ROLLOUT_SHOWN = 8  # sample images in the rollout figure
 RUN_CHECKPOINTS = ("checkpoint-best.npz", "checkpoint-last.npz")
 
@@ -220,16 +220,9 @@ def analyze(source, out, dataset=None, data_dir=None, images=64, seed=0, batch_s
     return written
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit code 2), not the usage block."""
-
-    def error(self, message):
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every flag documented."""
-    p = _Parser(prog="python -m npvit.analyze",
+    p = Parser(prog="python -m npvit.analyze",
                 description="Draw the paper's Figure 7 (patch-embedding PCA, position-embedding similarity, "
                             "mean attention distance) and attention-rollout maps for a checkpoint.")
     p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT", help="a training run directory or a checkpoint .npz")

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +37,7 @@ from autograd.nn import StateDictError
 
 from . import pos_embed as pe
 from .config import ViTConfig, check_fields
+from .fileio import atomic_write
 from .model import VisionTransformer
 
 FORMAT_VERSION = 1
@@ -115,18 +115,8 @@ def save_checkpoint(path, model: VisionTransformer, step=0, optimizer_state=None
         "extra": _encode(extra, "extra", arrays),
     }
     arrays[META_KEY] = np.array(json.dumps(meta))
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, fsync=True) as f:
+        np.savez(f, **arrays)
     return path
 
 
@@ -314,8 +304,8 @@ def load_checkpoint(source, *, img_size=None, num_classes=None, interpolation="b
     """A ready model from a checkpoint path (ours, timm-named or Google's) or a ``Checkpoint``.
 
     ``img_size``: fine-tune at another resolution, the position embeddings interpolated
-    (``interpolation`` "bicubic" or "bilinear") to the new grid. ``num_classes``: a new
-    zero-initialised head when it differs, the pre-logits layer dropped. Other keywords
+    (``interpolation`` "bicubic" or "bilinear") to the new grid. ``num_classes``: when it
+    differs, the fine-tuning head swap (``VisionTransformer.reset_classifier``). Other keywords
     override config fields (``drop_path_rate=0.1``; ``num_heads`` for timm files).
     A checkpoint that does not fit raises ``StateDictError`` naming every key and shape off.
     """
@@ -324,12 +314,7 @@ def load_checkpoint(source, *, img_size=None, num_classes=None, interpolation="b
         ck = Checkpoint(ck.format, ck.config.replace(**overrides), ck.state, ck.step, ck.optimizer_state,
                         ck.extra, ck.path)
     old = ck.config
-    changes = {}
-    if img_size is not None:
-        changes["img_size"] = img_size
-    if num_classes is not None and num_classes != old.num_classes:
-        changes.update(num_classes=num_classes, representation_size=None)
-    new = old.replace(**changes)
+    new = old if img_size is None else old.replace(img_size=img_size)
     state = dict(ck.state)
     if new.grid_size != old.grid_size:
         for key, value in state.items():
@@ -339,13 +324,12 @@ def load_checkpoint(source, *, img_size=None, num_classes=None, interpolation="b
                                        old.num_prefix_tokens, interpolation)
     with backend.default_dtype_as(state["patch_embed.proj.weight"].dtype):  # a float64 checkpoint stays float64
         model = VisionTransformer(new, generator=generator)
-    if "num_classes" in changes:
-        state = {k: v for k, v in state.items() if not k.startswith(("head.", "pre_logits."))}
-        state.update({k: v for k, v in model.state_dict().items() if k.startswith("head.")})
     try:
         model.load_state_dict(state)
     except StateDictError as e:
         where = ck.path or "the checkpoint"
         raise StateDictError(f"{where} ({ck.format} format) does not fit the model:\n{e}",
                              e.missing, e.unexpected, e.mismatched) from None
+    if num_classes is not None and num_classes != old.num_classes:
+        model.reset_classifier(num_classes)
     return model

@@ -27,23 +27,22 @@ bias}``, ``blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}.{wei
   ``blocks.{i}.pos_embed``; with ``"input"`` and ``"every_block_shared"`` on the model;
 - ``mask_token`` (1, 1, D) and ``mpp_head`` (D, outputs): masked patch prediction.
 
-Masked patch prediction (the self-supervised pre-training of Sec. 4.6 / Appendix B.1.2)
-is split between the model and the trainer: ``mpp_corruption`` draws which patches to
-corrupt, ``forward_mpp(x, mask, replace_with)`` corrupts the patch embeddings and
-predicts every patch's target, ``mpp_targets(images)`` computes the targets, and the
-trainer takes the loss over the corrupted positions.
+The model's methods each return one kind of thing: ``model(images)`` the logits,
+``forward_features`` the encoded tokens, ``forward_head`` logits from tokens,
+``forward_intermediates`` the logits with every block's tokens and attention weights (for
+``npvit/analysis.py``), and ``forward_mpp`` the masked-patch predictions of corrupted
+images; the corruption, targets and loss of masked patch prediction are ``npvit/mpp.py``.
 """
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 
-from autograd import backend, init
+from autograd import backend, init, no_grad
 from autograd.nn import Dropout, DropPath, GELU, Identity, LayerNorm, Linear, Module, ModuleList, Parameter
-from autograd.ops import concatenate, linear, scaled_dot_product_attention, unbind, where
+from autograd.ops import attention_weights, concatenate, linear, scaled_dot_product_attention, unbind, where
 from autograd.tensor import Tensor
 
+from . import mpp
 from . import pos_embed as pe
 from .config import ViTConfig, get_config
 from .hybrid import ResNetBackbone
@@ -112,22 +111,30 @@ class Attention(Module):
         self.proj = Linear(dim, dim)
         self.proj_drop = Dropout(proj_drop)
 
-    def forward(self, x, position_bias=None, return_weights=False):
-        """``position_bias``: None, or a function of the queries (B, H, N, d) giving logits to add (B, H, N, N)."""
+    def _heads(self, x):
+        """Queries, keys and values (B, H, N, d) each of tokens x (B, N, D)."""
         B, N, D = x.shape
         H = self.num_heads
         qkv = self.qkv(x).reshape(B, N, 3, H, D // H)                        # (B, N, 3, H, d)
         # unbinding before the transpose keeps the gradient of qkv one contiguous write
-        q, k, v = (t.transpose(0, 2, 1, 3) for t in unbind(qkv, axis=2))    # (B, H, N, d) each
+        return [t.transpose(0, 2, 1, 3) for t in unbind(qkv, axis=2)]       # (B, H, N, d) each
+
+    def forward(self, x, position_bias=None):
+        """``position_bias``: None, or a function of the queries (B, H, N, d) giving logits to add (B, H, N, N)."""
+        B, N, D = x.shape
+        q, k, v = self._heads(x)
         bias = None if position_bias is None else position_bias(q)          # (B, H, N, N)
         out = scaled_dot_product_attention(
             q, k, v, bias=bias, dropout_p=self.attn_drop, training=self.training, generator=self.generator,
-            return_weights=return_weights,
         )
-        out, weights = out if return_weights else (out, None)
         out = out.transpose(0, 2, 1, 3).reshape(B, N, D)                    # (B, N, D)
-        out = self.proj_drop(self.proj(out))
-        return (out, weights) if return_weights else out
+        return self.proj_drop(self.proj(out))
+
+    @no_grad()
+    def weights(self, x, position_bias=None):
+        """The attention weights (B, H, N, N) of tokens x, before dropout, as a Tensor without history."""
+        q, k, _ = self._heads(x)
+        return attention_weights(q, k, None if position_bias is None else position_bias(q))
 
 
 class Mlp(Module):
@@ -157,12 +164,9 @@ class Block(Module):
         self.mlp = Mlp(cfg.embed_dim, cfg.mlp_hidden_dim, cfg.proj_drop_rate, cfg.gelu_approximate)
         self.drop_path2 = DropPath(drop_path)
 
-    def forward(self, x, position_bias=None, return_weights=False):
-        a = self.attn(self.norm1(x), position_bias, return_weights)
-        a, weights = a if return_weights else (a, None)
-        x = x + self.drop_path1(a)
-        x = x + self.drop_path2(self.mlp(self.norm2(x)))
-        return (x, weights) if return_weights else x
+    def forward(self, x, position_bias=None):
+        x = x + self.drop_path1(self.attn(self.norm1(x), position_bias))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
 class PreLogits(Module):
@@ -211,7 +215,7 @@ class VisionTransformer(Module):
         rep = cfg.representation_size
         self.pre_logits = PreLogits(D, rep) if rep else Identity()
         self.head = Linear(rep or D, cfg.num_classes) if cfg.num_classes else Identity()
-        self.mpp_head = Linear(D, _mpp_outputs(cfg)) if cfg.mpp_target else None
+        self.mpp_head = Linear(D, mpp.head_width(cfg)) if cfg.mpp_target else None
         self._init_weights(generator)
 
     # --- construction helpers -------------------------------------------------------
@@ -307,7 +311,26 @@ class VisionTransformer(Module):
             x = where(Tensor(m.astype(bool)[:, :, None]), self.mask_token, x)  # (B, N, D)
         return x
 
-    def forward_features(self, x, mask=None, replace_with=None, return_attention=False, return_tokens=False):
+    def _embed(self, x, mask=None, replace_with=None):
+        """Images (B, C, H, W) to the token sequence (B, N', D) before positions: patches, corrupted
+        for masked patch prediction when asked (see ``forward_features``), [class] token first."""
+        x = self.patch_embed(self._as_input(x))                             # (B, N, D)
+        if mask is not None or replace_with is not None:
+            x = self._corrupt(x, mask, replace_with)
+        if self.cls_token is None:
+            return x
+        cls = self.cls_token.broadcast_to((x.shape[0], 1, self.cfg.embed_dim))
+        return concatenate([cls, x], axis=1)                                # (B, N', D)
+
+    def _block_input(self, i, x):
+        """Block i's input and attention bias: x with the position embedding block i gets (``pos_embed.apply``),
+        dropped out after the first."""
+        cfg = self.cfg
+        x, bias = pe.apply(cfg.pos_embed, self._position_owner(i), x, getattr(self, "rel_pos_index", None),
+                           cfg.num_prefix_tokens)
+        return (self.pos_drop(x) if i == 0 else x), bias
+
+    def forward_features(self, x, mask=None, replace_with=None):
         """The encoder: images (B, C, H, W) to normalised tokens (B, N', D), [class] token first.
 
         For masked patch prediction the patch embeddings can be corrupted before the
@@ -318,43 +341,32 @@ class VisionTransformer(Module):
           i.e. by another random patch; -1 keeps it.
         - ``mask`` (B, N) bools: where True the embedding becomes the learned ``mask_token``
           (applied after ``replace_with``, so it wins where both are set).
-
-        With ``return_attention`` / ``return_tokens`` it returns ``(tokens, extras)``:
-        ``extras["attention"]`` the list of every block's detached attention weights
-        (B, H, N', N'), ``extras["tokens"]`` the depth + 1 token sequences (B, N', D): the
-        input of the first block (positions added) and each block's output.
         """
-        cfg = self.cfg
-        x = self.patch_embed(self._as_input(x))                             # (B, N, D)
-        if mask is not None or replace_with is not None:
-            x = self._corrupt(x, mask, replace_with)
-        B = x.shape[0]
-        if self.cls_token is not None:
-            cls = self.cls_token.broadcast_to((B, 1, cfg.embed_dim))
-            x = concatenate([cls, x], axis=1)                           # (B, N', D)
-        attention, tokens = [], []
+        x = self._embed(x, mask, replace_with)
         for i, block in enumerate(self.blocks):
-            owner, bias = self._position_owner(i), None
-            if owner is not None and cfg.pos_embed == "relative":
-                bias = partial(pe.relative_bias, table=owner.rel_pos_embed, index=self.rel_pos_index,
-                               num_prefix_tokens=cfg.num_prefix_tokens)
-            elif owner is not None:
-                params = {n: getattr(owner, n) for n in pe.PARAM_NAMES[cfg.pos_embed]}
-                x = x + pe.absolute(cfg.pos_embed, params, cfg.num_prefix_tokens)  # (B, N', D)
+            x, bias = self._block_input(i, x)
+            x = block(x, bias)                                              # (B, N', D)
+        return self.norm(x)
+
+    def forward_intermediates(self, x, attention=True):
+        """Logits (B, num_classes) and what led to them, for analysis: ``(logits, intermediates)``.
+
+        ``intermediates["tokens"]``: the depth + 1 token sequences (B, N', D), the input of
+        the first block (positions added) and each block's output, in the graph like the
+        logits; ``intermediates["attention"]``: every block's attention weights
+        (B, H, N', N') without history (an empty list with ``attention=False``).
+        """
+        x = self._embed(x)
+        tokens, maps = [], []
+        for i, block in enumerate(self.blocks):
+            x, bias = self._block_input(i, x)
             if i == 0:
-                x = self.pos_drop(x)
-                if return_tokens:
-                    tokens.append(x)
-            x = block(x, bias, return_attention)
-            if return_attention:
-                x, weights = x
-                attention.append(weights)
-            if return_tokens:
                 tokens.append(x)
-        x = self.norm(x)
-        if return_attention or return_tokens:
-            return x, {"attention": attention, "tokens": tokens}
-        return x
+            if attention:
+                maps.append(block.attn.weights(block.norm1(x), bias))
+            x = block(x, bias)
+            tokens.append(x)
+        return self.forward_head(self.norm(x)), {"tokens": tokens, "attention": maps}
 
     def forward_head(self, x, pre_logits=False):
         """Pool the tokens (B, N', D) ([class] token or the patches' mean) and classify; ``pre_logits``
@@ -366,15 +378,8 @@ class VisionTransformer(Module):
         x = self.pre_logits(self.head_drop(self.fc_norm(x)))               # (B, D or representation_size)
         return x if pre_logits else self.head(x)                           # (B, num_classes)
 
-    def forward(self, x, return_attention=False, return_tokens=False):
-        """Logits (B, num_classes) of images (B, C, H, W) (NumPy/CuPy array or Tensor).
-
-        With ``return_attention`` / ``return_tokens``: ``(logits, extras)``, extras as in
-        ``forward_features``.
-        """
-        if return_attention or return_tokens:
-            x, extras = self.forward_features(x, return_attention=return_attention, return_tokens=return_tokens)
-            return self.forward_head(x), extras
+    def forward(self, x):
+        """Logits (B, num_classes) of images (B, C, H, W) (NumPy/CuPy array or Tensor)."""
         return self.forward_head(self.forward_features(x))
 
     def forward_mpp(self, x, mask=None, replace_with=None):
@@ -398,14 +403,17 @@ class VisionTransformer(Module):
 
     def mpp_targets(self, images):
         """Masked-patch-prediction targets of images (B, C, H, W) with values in [0, 1]; see ``mpp_targets``."""
-        return mpp_targets(images, self.cfg)
+        return mpp.mpp_targets(images, self.cfg)
 
     # --- changing the model ------------------------------------------------------------
     def reset_classifier(self, num_classes):
-        """Replace the head by a zero-initialised linear layer for fine-tuning, dropping the
-        pre-training head's tanh layer as the paper does (Sec. 3.2)."""
-        self.cfg = self.cfg.replace(num_classes=num_classes, representation_size=None)
+        """The fine-tuning head swap (Sec. 3.2): a zero-initialised linear head for ``num_classes``
+        (0: none), and every pre-training head dropped, the tanh layer and masked patch
+        prediction's head and [mask] token."""
+        self.cfg = self.cfg.replace(num_classes=num_classes, representation_size=None, mpp_target=None,
+                                    mask_token=False)
         self.pre_logits = Identity()
+        self.mpp_head = self.mask_token = None
         if num_classes:
             with backend.default_dtype_as(self.dtype):
                 head = Linear(self.cfg.embed_dim, num_classes)
@@ -436,75 +444,6 @@ class VisionTransformer(Module):
 def _array_on(a, device):
     """An array-like (list, NumPy or CuPy array) as an array on ``device``."""
     return backend.to_device(a if backend.is_gpu_array(a) else np.asarray(a), device)
-
-
-def _mpp_outputs(cfg: ViTConfig) -> int:
-    """Width of the masked-patch-prediction head."""
-    if cfg.mpp_target == "mean_color":
-        return cfg.mpp_num_colors
-    if cfg.mpp_target == "patch_color":
-        return cfg.mpp_grid ** 2 * cfg.mpp_num_colors
-    return cfg.in_chans * cfg.effective_patch_size ** 2
-
-
-def mpp_corruption(batch_size, num_patches, generator, corrupt_prob=0.5, mask_prob=0.8, random_prob=0.1):
-    """Draw the corruption of masked patch prediction, BERT-style (paper Sec. 4.6).
-
-    In each image ``round(corrupt_prob * num_patches)`` patches are chosen; of those, each
-    is replaced by the mask token with probability ``mask_prob``, by a random patch of the
-    batch with ``random_prob``, and left as it is otherwise. Returns ``(selected, mask,
-    replace_with)``, all (B, N) arrays on the generator's device: ``selected`` the positions
-    to predict (the loss goes over these), ``mask`` and ``replace_with`` to pass to
-    ``forward_mpp``.
-    """
-    B, N = batch_size, num_patches
-    u = generator.random((B, N))
-    xp = backend.get_array_module(u)
-    rank = xp.argsort(xp.argsort(u, axis=1), axis=1)                      # (B, N) a random permutation per image
-    selected = rank < int(round(corrupt_prob * N))
-    v = generator.random((B, N))
-    mask = selected & (v < mask_prob)
-    randomised = selected & (v >= mask_prob) & (v < mask_prob + random_prob)
-    replace_with = xp.where(randomised, generator.integers(0, B * N, size=(B, N)), -1)
-    return selected, mask, replace_with
-
-
-def _quantize(values, bits, channels_axis):
-    """Colour class of each cell: every channel in [0, 1] cut to ``bits`` bits, channels as digits."""
-    xp = backend.get_array_module(values)
-    levels = 2 ** bits
-    q = xp.clip(xp.floor(values * levels), 0, levels - 1).astype(np.int64)
-    digits = levels ** xp.arange(q.shape[channels_axis] - 1, -1, -1)      # first channel most significant
-    shape = [1] * q.ndim
-    shape[channels_axis] = -1
-    return (q * digits.reshape(shape)).sum(axis=channels_axis)
-
-
-def mpp_targets(images, cfg: ViTConfig):
-    """Targets of masked patch prediction for images (B, C, H, W) in [0, 1] (not yet normalised).
-
-    ``"mean_color"``: (B, N) ints, the patch's mean colour at ``mpp_bits`` bits per channel
-    (512 classes for RGB at 3 bits); ``"patch_color"``: (B, N, mpp_grid^2) ints, the same
-    for each cell of the patch shrunk to mpp_grid x mpp_grid (row-major cells);
-    ``"pixels"``: (B, N, C P P) floats, the patch's pixels in the patch embedding's order.
-    """
-    if cfg.mpp_target is None:
-        raise ValueError("the config has no mpp_target")
-    images = images.data if isinstance(images, Tensor) else images
-    B, C, H, W = images.shape
-    p = cfg.effective_patch_size
-    gh, gw = H // p, W // p
-    if (H, W) != cfg.image_hw or H % p or W % p:
-        raise ValueError(f"images of size {(H, W)} do not cut into {p} x {p} patches of img_size {cfg.image_hw}")
-    patches = images.reshape(B, C, gh, p, gw, p)                           # (B, C, gh, P, gw, P)
-    if cfg.mpp_target == "mean_color":
-        return _quantize(patches.mean(axis=(3, 5)), cfg.mpp_bits, 1).reshape(B, gh * gw)  # (B, N)
-    if cfg.mpp_target == "patch_color":
-        s = cfg.mpp_grid
-        cells = patches.reshape(B, C, gh, s, p // s, gw, s, p // s).mean(axis=(4, 7))  # (B, C, gh, s, gw, s)
-        classes = _quantize(cells, cfg.mpp_bits, 1)                        # (B, gh, s, gw, s)
-        return classes.transpose(0, 1, 3, 2, 4).reshape(B, gh * gw, s * s)  # (B, N, s s)
-    return patches.transpose(0, 2, 4, 1, 3, 5).reshape(B, gh * gw, C * p * p)  # (B, N, C P P)
 
 
 def create_model(name: str, *, generator=None, **overrides) -> VisionTransformer:

@@ -23,6 +23,8 @@ the relative table over its (dy, dx) axes. Same size in, same values out.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from autograd import backend
@@ -64,6 +66,22 @@ def absolute(kind, params, num_prefix_tokens):
     if num_prefix_tokens:
         grid = pad(grid, ((0, 0), (num_prefix_tokens, 0), (0, 0)))        # (1, N', D)
     return grid
+
+
+def apply(kind, owner, x, index, num_prefix_tokens):
+    """A block's position information: ``(x, position_bias)`` for tokens x (B, N', D).
+
+    ``owner`` is the module holding the parameters this block uses (None: the block gets
+    none). The absolute kinds come back added to x with no bias; the relative kind leaves
+    x alone and comes back as the attention bias, a function of the queries
+    (``relative_bias`` with the table and gather ``index`` bound).
+    """
+    if owner is None or kind == "none":
+        return x, None
+    if kind == "relative":
+        return x, partial(relative_bias, table=owner.rel_pos_embed, index=index, num_prefix_tokens=num_prefix_tokens)
+    params = {n: getattr(owner, n) for n in PARAM_NAMES[kind]}
+    return x + absolute(kind, params, num_prefix_tokens), None                  # (B, N', D)
 
 
 def relative_index(grid) -> np.ndarray:

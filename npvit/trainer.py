@@ -32,7 +32,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
+from functools import partial
 
 import autograd
 from autograd import backend, nn, ops, optim
@@ -41,139 +42,32 @@ from . import checkpoint as ckpt
 from . import distributed, mpp
 from .config import get_config
 from .data import Augment, Loader, load_dataset, seed_generator
+from .fileio import atomic_write
 from .model import Attention, VisionTransformer
+from .recipes import TrainConfig, TrainError
 
-MODES = ("supervised", "pretrain", "finetune", "mpp")
-
-
-class TrainError(Exception):
-    """A problem with the run's settings or inputs that the user can fix; one line, exit code 2."""
-
+# The stream of the evaluation's random draws (only masked patch prediction's corruption draws from it).
+EVAL_STREAM = "mpp-eval"
 
 class NonFiniteLoss(Exception):
     """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
-@dataclass
-class TrainConfig:
-    """Everything that defines a run. ``None`` means: the default for this data set and mode."""
-
-    dataset: str = "cifar10"
-    mode: str = "supervised"
-    data_dir: str | None = None
-    download: bool = True
-    model: str | None = None
-    model_overrides: dict = field(default_factory=dict)
-    init: str | None = None
-    image_size: int | None = None
-    epochs: int | None = None
-    max_steps: int | None = None
-    batch_size: int | None = None
-    eval_batch_size: int = 500
-    optimizer: str | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    momentum: float = 0.9
-    betas: tuple = (0.9, 0.999)
-    schedule: str | None = None
-    warmup_steps: int | None = None
-    warmup_epochs: float | None = None
-    min_lr: float = 0.0
-    clip_grad: float | None = None
-    label_smoothing: float | None = None
-    crop_padding: int | None = None
-    flip: bool | None = None
-    rand_ops: int | None = None
-    rand_magnitude: float = 9.0
-    mixup: float | None = None
-    cutmix: float | None = None
-    mpp_target: str = "mean_color"
-    mpp_mask_ratio: float = 0.5
-    train_examples: int | None = None
-    eval_examples: int | None = None
-    seed: int = 0
-    device: str = "cpu"
-    out: str | None = None
-    log_every: int = 20
-    eval_every_epochs: int = 1
-    progress: bool = True
-
-    def to_dict(self) -> dict:
-        """The config as JSON-able values."""
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        """The inverse of ``to_dict``; unknown keys are an error."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise TrainError(f"config.json has unknown keys {unknown}; was it written by another version of npvit?")
-        d = dict(d)
-        d["betas"] = tuple(d.get("betas", (0.9, 0.999)))
-        return cls(**d)
+# --- the loss of each mode -------------------------------------------------------------
+def classification_loss(model, inputs, targets, labels, generator):
+    """Cross-entropy of the logits against ``targets`` (labels, or their smoothed and mixed
+    distributions), and how many of ``labels`` the model predicts: ``(loss, correct, count)``."""
+    logits = model(inputs)
+    correct = (logits.data.argmax(axis=-1) == labels).sum()
+    return ops.cross_entropy(logits, targets), correct, labels.shape[0]
 
 
-# Defaults per data set (the model and how long to train) and per mode (the recipe).
-# Photographs get crop, flip, RandAugment and label smoothing; mixup and cutmix are opt-in.
-_PHOTOS = dict(model="vit_cifar_tiny", batch_size=128, crop_padding=4, flip=True, rand_ops=2, label_smoothing=0.1,
-               mixup=0.0, cutmix=0.0)
-DATASET_DEFAULTS = {
-    "cifar10": dict(_PHOTOS, epochs=100),
-    "cifar100": dict(_PHOTOS, epochs=100),
-    "tiny-imagenet": dict(_PHOTOS, epochs=50),
-    "fashion-mnist": dict(_PHOTOS, epochs=30, crop_padding=2, flip=False, rand_ops=0),
-    "imagefolder": dict(_PHOTOS, epochs=50, batch_size=64),
-    "synthetic": dict(_PHOTOS, epochs=3, batch_size=64, crop_padding=0, flip=False, rand_ops=0, label_smoothing=0.0),
-}
-MODE_DEFAULTS = {
-    "supervised": dict(optimizer="adamw", lr=1e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=5,
-                       clip_grad=1.0),
-    # the paper's pre-training: Adam, high weight decay, warmup then linear decay
-    "pretrain": dict(optimizer="adamw", lr=1e-3, weight_decay=0.1, schedule="linear", warmup_epochs=2,
-                     clip_grad=1.0),
-    # the paper's fine-tuning: SGD momentum 0.9, clip at global norm 1, no weight decay, cosine
-    "finetune": dict(optimizer="sgd", lr=0.01, weight_decay=0.0, schedule="cosine", warmup_epochs=1, clip_grad=1.0,
-                     epochs=10),
-    # masked patch prediction: Adam, warmup then cosine (Appendix B.1.2)
-    "mpp": dict(optimizer="adamw", lr=5e-4, weight_decay=0.05, schedule="cosine", warmup_epochs=2, clip_grad=1.0,
-                label_smoothing=0.0, mixup=0.0, cutmix=0.0),
-}
-# Training from scratch on the CPU: a recipe that ends within an hour on 2 cores, in place of the
-# data set's GPU-sized one (REPRODUCTION.md has the run). Short schedules do better without RandAugment.
-CPU_RECIPES = {
-    "cifar10": dict(model="vit_cifar_mini", epochs=12, rand_ops=0, warmup_steps=400),
-}
-
-
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Fill every ``None`` from the data set's and the mode's defaults; check the choices."""
-    if cfg.mode not in MODES:
-        raise TrainError(f"unknown mode {cfg.mode!r}; choose one of {', '.join(MODES)}")
-    if cfg.dataset not in DATASET_DEFAULTS:
-        raise TrainError(f"unknown data set {cfg.dataset!r}; choose one of {', '.join(DATASET_DEFAULTS)}")
-    if cfg.mode == "finetune" and not cfg.init:
-        raise TrainError("fine-tuning needs a checkpoint to start from: pass --init CHECKPOINT")
-    # the mode's recipe wins over the data set's where both speak (finetune epochs, mpp's no-mixup)
-    defaults = {**DATASET_DEFAULTS[cfg.dataset], **MODE_DEFAULTS[cfg.mode]}
-    if cfg.mode == "supervised" and backend.parse_device(cfg.device)[0] == "cpu":
-        defaults.update(CPU_RECIPES.get(cfg.dataset, {}))
-    values = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
-    out = TrainConfig(**{**cfg.to_dict(), **values, "betas": tuple(cfg.betas)})
-    if out.optimizer not in ("sgd", "adam", "adamw"):
-        raise TrainError(f"unknown optimizer {out.optimizer!r}; choose sgd, adam or adamw")
-    if out.schedule not in ("cosine", "linear", "constant"):
-        raise TrainError(f"unknown schedule {out.schedule!r}; choose cosine, linear or constant")
-    for name in ("batch_size", "epochs"):
-        if getattr(out, name) <= 0:
-            raise TrainError(f"--{name.replace('_', '-')} must be positive, not {getattr(out, name)}")
-    if out.lr <= 0:
-        raise TrainError(f"--lr must be positive, not {out.lr}")
-    if out.mpp_target not in mpp.TARGETS:
-        raise TrainError(f"unknown --mpp-target {out.mpp_target!r}; choose one of {', '.join(mpp.TARGETS)}")
-    return out
+def mode_loss(cfg: TrainConfig, mean, std):
+    """The loss of the run's mode, one function of ``(model, inputs, targets, labels, generator)``
+    giving ``(loss, correct, count)``; ``mean`` and ``std`` are the data's normalisation."""
+    if cfg.mode == "mpp":
+        return partial(mpp.loss, mean=mean, std=std, mask_ratio=cfg.mpp_mask_ratio)
+    return classification_loss
 
 
 # --- building the pieces --------------------------------------------------------------
@@ -200,11 +94,11 @@ def build_model(cfg: TrainConfig, train_set) -> tuple[VisionTransformer, dict]:
     num_classes = train_set.num_classes
     overrides = dict(cfg.model_overrides)
     if cfg.mode == "finetune":
-        model = _load(cfg.init, img_size=image_size, drop_pretraining_parts=True)
+        model = _load(cfg.init, img_size=image_size)
         if model.cfg.in_chans != train_set.channels:
             raise TrainError(f"{cfg.init} takes {model.cfg.in_chans}-channel images but {cfg.dataset} has "
                              f"{train_set.channels}")
-        model.reset_classifier(num_classes)  # always a fresh zero head, as the paper fine-tunes
+        model.reset_classifier(num_classes)  # always a fresh zero head and no pre-training head, as the paper
         return model, {"init": cfg.init}
     try:
         config = get_config(cfg.model, img_size=image_size, in_chans=train_set.channels, num_classes=num_classes,
@@ -244,7 +138,8 @@ def build_schedule(cfg: TrainConfig, total_steps: int, steps_per_epoch: int):
 class Trainer:
     """Owns one run (or this process's part of it): the model, the data, the optimizer and the run directory."""
 
-    def __init__(self, cfg: TrainConfig, resume_state: dict | None = None, comm=None):
+    def __init__(self, cfg: TrainConfig, resume_from: ckpt.Checkpoint | None = None, comm=None):
+        """A new run, or with ``resume_from`` (the run's last checkpoint) the same run continued."""
         comm = distributed.Communicator() if comm is None else comm
         if not comm.is_main:
             cfg = replace(cfg, progress=False)  # rank 0 alone shows progress bars
@@ -255,9 +150,9 @@ class Trainer:
         with self.comm.node_leader_first():  # one download per machine
             train, test = load_data(cfg)
         self.train_set, self.test_set = train, test
-        if resume_state is not None:
-            self.model = resume_state["model"]
-            self.extra = resume_state.get("extra", {})
+        if resume_from is not None:
+            self.model = _load(resume_from)
+            self.extra = {k: v for k, v in resume_from.extra.items() if k == "init"}
         else:
             self.model, self.extra = build_model(cfg, train)
         self.model.to(self.device)
@@ -267,13 +162,12 @@ class Trainer:
             raise TrainError(f"the model takes {self.model.cfg.in_chans}-channel images but the data has "
                              f"{train.channels}")
         resize_to = None if self.image_size == data_size else self.image_size
-        mixing = cfg.mode != "mpp"
         self.augment = Augment(
             train.mean, train.std, train.num_classes, image_size=resize_to, crop_padding=cfg.crop_padding,
             flip=cfg.flip, rand_ops=cfg.rand_ops, rand_magnitude=cfg.rand_magnitude,
-            label_smoothing=cfg.label_smoothing if mixing else 0.0,
-            mixup_alpha=cfg.mixup if mixing else 0.0, cutmix_alpha=cfg.cutmix if mixing else 0.0,
+            label_smoothing=cfg.label_smoothing, mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix,
         )
+        self.loss = mode_loss(cfg, train.mean, train.std)
         to_dev = lambda a: backend.to_device(a, self.device)  # noqa: E731
         if len(train) < cfg.batch_size:
             raise TrainError(f"the training set has {len(train)} examples, fewer than one batch of {cfg.batch_size}; "
@@ -299,10 +193,10 @@ class Trainer:
         self.step = 0
         self.best_acc = -1.0
         self.run_dir = cfg.out if self.comm.is_main else None  # rank 0 alone writes the run directory
-        if resume_state is not None:
-            self.optimizer.load_state_dict(resume_state["optimizer"])
-            self.step = resume_state["step"]
-            self.best_acc = resume_state["best_acc"]
+        if resume_from is not None:
+            self.optimizer.load_state_dict(resume_from.optimizer_state)
+            self.step = resume_from.step
+            self.best_acc = resume_from.extra["best_acc"]
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.comm.broadcast_parameters(self.params)
 
@@ -313,17 +207,9 @@ class Trainer:
         Rows of ``x`` past this process's share are the examples its own are mixed with
         (``distributed.shard_positions``): augmented and mixed in, then dropped.
         """
-        cfg = self.cfg
-        if cfg.mode == "mpp":
-            inputs, _ = self.augment(x, y, gen)
-            return mpp.loss(self.model, inputs, self.augment.mean, self.augment.std, gen, cfg.mpp_mask_ratio)
         inputs, targets = self.augment(x, y, gen)
         n = self.rows.stop - self.rows.start
-        inputs, targets, y = inputs[:n], targets[:n], y[:n]
-        logits = self.model(inputs)
-        loss = ops.cross_entropy(logits, targets)
-        correct = (logits.data.argmax(axis=-1) == y).sum()
-        return loss, correct, y.shape[0]
+        return self.loss(self.model, inputs[:n], targets[:n], y[:n], gen)
 
     def train_step(self, batch) -> tuple:
         """One optimizer step on this process's rows of a global batch.
@@ -358,10 +244,8 @@ class Trainer:
     # --- evaluation -----------------------------------------------------------------
     def evaluate(self) -> dict:
         """Loss and accuracy (for the pixel target of mpp: the loss) on the test split."""
-        cfg = self.cfg
-        return evaluate_model(self.model, self.test_x, self.test_y, self.augment, cfg.eval_batch_size,
-                              mpp_ratio=cfg.mpp_mask_ratio if cfg.mode == "mpp" else None, seed=cfg.seed,
-                              comm=self.comm)
+        return evaluate_model(self.model, self.test_x, self.test_y, self.augment, self.cfg.eval_batch_size,
+                              loss=self.loss, seed=self.cfg.seed, comm=self.comm)
 
     # --- the run directory --------------------------------------------------------------
     def log(self, record: dict) -> None:
@@ -484,9 +368,7 @@ def resume(run_dir: str, device: str | None = None, progress: bool | None = None
         ck = ckpt.read_checkpoint(last)
     except (OSError, ValueError) as e:
         raise TrainError(f"cannot resume from {last}: {_one_line(e)}") from None
-    state = {"model": _load(ck), "optimizer": ck.optimizer_state, "step": ck.step, "best_acc": ck.extra["best_acc"],
-             "extra": {k: v for k, v in ck.extra.items() if k == "init"}}
-    return Trainer(cfg, resume_state=state, comm=comm)
+    return Trainer(cfg, resume_from=ck, comm=comm)
 
 
 def evaluate_checkpoint(cfg: TrainConfig, comm=None) -> dict:
@@ -514,14 +396,15 @@ def evaluate_checkpoint(cfg: TrainConfig, comm=None) -> dict:
 
 
 @autograd.no_grad()
-def evaluate_model(model, x, y, augment, batch_size, mpp_ratio=None, seed=0, comm=None) -> dict:
-    """Mean loss and accuracy of ``model`` on uint8 images ``x`` (N, C, H, W) with labels ``y``.
+def evaluate_model(model, x, y, augment, batch_size, loss=classification_loss, seed=0, comm=None) -> dict:
+    """Mean ``loss`` (a mode's, see ``mode_loss``) and accuracy of ``model`` on uint8 images ``x`` (N, C, H, W)
+    with labels ``y``.
 
-    With ``mpp_ratio`` it scores masked patch prediction instead, under one fixed
-    corruption drawn from ``seed`` so that evaluations compare; the pixel target has no
-    accuracy, and reports minus its loss as ``acc`` so that "best" still means best.
-    With ``comm`` each process scores its share of every batch and the sums are reduced,
-    so every process gets the whole set's result.
+    Each batch's random draws (masked patch prediction's corruption) come from ``seed``
+    and the batch's index, so that evaluations compare. A loss that counts nothing right
+    or wrong (the pixel target) reports minus the loss as ``acc``, so that "best" still
+    means best. With ``comm`` each process scores its share of every batch and the sums
+    are reduced, so every process gets the whole set's result.
     """
     comm = distributed.Communicator() if comm is None else comm
     model.eval()
@@ -532,14 +415,9 @@ def evaluate_model(model, x, y, augment, batch_size, mpp_ratio=None, seed=0, com
         if rows.stop == rows.start:  # a short last batch may leave a process nothing
             continue
         inputs, labels = augment.prepare(x[lo + rows.start: lo + rows.stop]), y[lo + rows.start: lo + rows.stop]
-        if mpp_ratio is not None:
-            gen = distributed.RowGenerator(seed_generator(seed, "mpp-eval", k), rows, size)
-            loss, c, n = mpp.loss(model, inputs, augment.mean, augment.std, gen, mpp_ratio)
-        else:
-            logits = model(inputs)
-            loss = ops.cross_entropy(logits, labels)
-            c, n = (logits.data.argmax(axis=-1) == labels).sum(), labels.shape[0]
-        total_loss += float(loss.data) * len(labels)
+        gen = distributed.RowGenerator(seed_generator(seed, EVAL_STREAM, k), rows, size)
+        value, c, n = loss(model, inputs, labels, labels, gen)
+        total_loss += float(value.data) * len(labels)
         correct += int(c)
         count += int(n)
     total_loss, correct, count = comm.sum([total_loss, correct, count])
@@ -547,17 +425,9 @@ def evaluate_model(model, x, y, augment, batch_size, mpp_ratio=None, seed=0, com
     return {"loss": mean_loss, "acc": correct / count if count else -mean_loss}
 
 
-def _load(source, drop_pretraining_parts=False, **options):
-    """``npvit.load_checkpoint`` with every failure turned into a one-line TrainError.
-
-    ``drop_pretraining_parts`` leaves out what only masked patch prediction uses (the
-    [mask] token and the patch-prediction head), for fine-tuning.
-    """
+def _load(source, **options):
+    """``npvit.load_checkpoint`` with every failure turned into a one-line TrainError."""
     try:
-        if drop_pretraining_parts:
-            source = ckpt.read_checkpoint(source)
-            source.state = {k: v for k, v in source.state.items() if not k.startswith(("mpp_head.", "mask_token"))}
-            source.config = source.config.replace(mpp_target=None, mask_token=False)
         return ckpt.load_checkpoint(source, **options)
     except FileNotFoundError:
         raise TrainError(f"checkpoint {source} does not exist") from None
@@ -571,8 +441,6 @@ def _one_line(error) -> str:
 
 
 def _write_json(path: str, obj) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then a rename."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    """Write JSON atomically (``atomic_write``)."""
+    with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=2)
-    os.replace(tmp, path)

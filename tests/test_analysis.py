@@ -193,7 +193,7 @@ def test_mean_attention_distance_matches_a_loop(rows, cols, batch, heads, prefix
 def test_rollout_rows_sum_to_one_and_match_a_loop():
     model = tiny()
     x = np.random.default_rng(2).normal(size=(3, 3, 16, 16)).astype(np.float32)
-    _, extras = model(x, return_attention=True)
+    _, extras = model.forward_intermediates(x)
     rollout = A.attention_rollout(extras["attention"])
     assert rollout.shape == (3, 17, 17) and rollout.dtype == np.float32
     np.testing.assert_allclose(rollout.sum(axis=-1), 1.0, atol=1e-5)

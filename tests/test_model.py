@@ -211,7 +211,7 @@ def test_vit_base_forward_backward_on_cpu():
     assert model.num_parameters() == 86_567_656
     model.head.weight.data[...] = np.random.default_rng(1).normal(0, 0.02, model.head.weight.shape)
     x = np.random.default_rng(2).standard_normal((2, 3, 224, 224)).astype(np.float32)
-    logits, extras = model(x, return_attention=True, return_tokens=True)
+    logits, extras = model.forward_intermediates(x)
     assert logits.shape == (2, 1000) and logits.dtype == np.float32
     assert [a.shape for a in extras["attention"]] == [(2, 12, 197, 197)] * 12
     assert [t.shape for t in extras["tokens"]] == [(2, 197, 768)] * 13
@@ -350,15 +350,29 @@ def test_no_position_embedding_ignores_patch_order():
 def test_attention_and_tokens_hooks():
     model = tiny(pos_embed="relative")
     x = images()
-    logits, extras = model(x, return_attention=True, return_tokens=True)
+    logits, extras = model.forward_intermediates(x)
     np.testing.assert_array_equal(logits.data, model(x).data)
     assert len(extras["attention"]) == 2 and len(extras["tokens"]) == 3
     for a in extras["attention"]:
         assert a.shape == (2, 2, 5, 5) and not a.requires_grad
         np.testing.assert_allclose(a.data.sum(-1), 1.0)
     np.testing.assert_allclose(model.norm(extras["tokens"][-1]).data, model.forward_features(x).data)
-    _, only = model(x, return_attention=True)
-    assert only["tokens"] == [] and len(only["attention"]) == 2
+    _, only = model.forward_intermediates(x, attention=False)
+    assert only["attention"] == [] and len(only["tokens"]) == 3
+
+
+@pytest.mark.parametrize("fields", [dict(), dict(global_pool="avg", representation_size=6, gelu_approximate="tanh")])
+def test_logits_match_the_pytorch_twin(fields):
+    torch = pytest.importorskip("torch")
+    from npvit.torch_reference import build_torch_vit, torch_unsupported
+
+    model = tiny(**fields)
+    assert torch_unsupported(model.cfg) is None
+    twin = build_torch_vit(model.cfg).double()
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.state_dict().items()})
+    x = images()
+    np.testing.assert_allclose(twin(torch.from_numpy(x)).detach().numpy(), model(x).data, rtol=1e-10, atol=1e-12)
+    assert torch_unsupported(model.cfg.replace(pos_embed="2d")) is not None
 
 
 # --- masked patch prediction ------------------------------------------------------------

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import npvit
+from npvit import recipes as R
 from npvit import trainer as T
 from npvit.cli import main
 
@@ -114,7 +115,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_parameters(tmp_path, mon
 
 
 def test_overfits_a_tiny_set_to_full_training_accuracy():
-    cfg = T.resolve(T.TrainConfig(
+    cfg = R.resolve(R.TrainConfig(
         dataset="synthetic", model="vit_cifar_tiny", image_size=16, batch_size=16, train_examples=16,
         eval_examples=16, epochs=150, lr=2e-3, warmup_steps=10, weight_decay=0.0, label_smoothing=0.0,
         model_overrides=dict(embed_dim=32, depth=2, num_heads=2), progress=False, log_every=1000,
@@ -128,13 +129,13 @@ def test_overfits_a_tiny_set_to_full_training_accuracy():
 
 
 def test_cifar10_defaults_follow_the_device():
-    cpu = T.resolve(T.TrainConfig(dataset="cifar10", device="cpu"))
-    gpu = T.resolve(T.TrainConfig(dataset="cifar10", device="gpu"))
+    cpu = R.resolve(R.TrainConfig(dataset="cifar10", device="cpu"))
+    gpu = R.resolve(R.TrainConfig(dataset="cifar10", device="gpu"))
     assert (cpu.model, cpu.epochs, cpu.rand_ops, cpu.warmup_steps) == ("vit_cifar_mini", 12, 0, 400)
     assert (gpu.model, gpu.epochs, gpu.warmup_steps) == ("vit_cifar_tiny", 100, None)
     # what the user says wins, and other modes keep their own recipe
-    assert T.resolve(T.TrainConfig(dataset="cifar10", device="cpu", model="vit_cifar_tiny")).model == "vit_cifar_tiny"
-    assert T.resolve(T.TrainConfig(dataset="cifar10", device="cpu", mode="mpp")).model == "vit_cifar_tiny"
+    assert R.resolve(R.TrainConfig(dataset="cifar10", device="cpu", model="vit_cifar_tiny")).model == "vit_cifar_tiny"
+    assert R.resolve(R.TrainConfig(dataset="cifar10", device="cpu", mode="mpp")).model == "vit_cifar_tiny"
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -15,24 +15,15 @@ from ..engine import Function
 from ..tensor import Tensor, as_tensor_like
 from .util import check_probability, keep_mask, unbroadcast
 
-__all__ = ["scaled_dot_product_attention"]
+__all__ = ["attention_weights", "scaled_dot_product_attention"]
 
 
 class ScaledDotProductAttention(Function):
     takes_needs_input_grad = True
 
     @staticmethod
-    def forward(q, k, v, *bias, scale, keep=None, drop_scale=1.0, weights_out=None, needs_input_grad=()):
-        xp = get_array_module(q)
-        p = q @ k.swapaxes(-1, -2)  # (..., Nq, Nk)
-        p *= scale  # the logits; scaled here rather than in a copy of q that the cache would keep
-        if bias:
-            p += bias[0]
-        p -= p.max(axis=-1, keepdims=True)
-        xp.exp(p, out=p)
-        p /= p.sum(axis=-1, keepdims=True)  # softmax over the keys
-        if weights_out is not None:
-            weights_out.append(p)
+    def forward(q, k, v, *bias, scale, keep=None, drop_scale=1.0, needs_input_grad=()):
+        p = _softmax_weights(q, k, bias[0] if bias else None, scale)  # (..., Nq, Nk)
         pd = p if keep is None else _drop(p, keep, drop_scale)
         out = pd @ v  # (..., Nq, dv)
         # a constant bias (a mask) needs no gradient, and so no sum of dS down to its shape
@@ -64,6 +55,19 @@ class ScaledDotProductAttention(Function):
         return dq, dk, dv, None if bias_shape is None else unbroadcast(ds, bias_shape)
 
 
+def _softmax_weights(q, k, bias, scale):
+    """softmax(q k^T * scale + bias) over the keys, arrays in and out, computed in place in one (..., Nq, Nk) array."""
+    xp = get_array_module(q)
+    p = q @ k.swapaxes(-1, -2)  # (..., Nq, Nk)
+    p *= scale  # the logits; scaled here rather than in a copy of q that the cache would keep
+    if bias is not None:
+        p += bias
+    p -= p.max(axis=-1, keepdims=True)
+    xp.exp(p, out=p)
+    p /= p.sum(axis=-1, keepdims=True)
+    return p
+
+
 def _drop(a, keep, scale):
     """a * keep * scale in one new array."""
     out = a * scale
@@ -78,8 +82,8 @@ def scaled_dot_product_attention(q, k, v, bias=None, dropout_p=0.0, training=Tru
     ``scale`` defaults to d ** -0.5; ``bias`` (a Tensor that may require grad, e.g.
     relative position embeddings) broadcasts to the logits ``(..., Nq, Nk)``. The
     dropout mask comes from ``generator`` (or the global generator of q's device).
-    With ``return_weights`` also returns the softmax weights ``(..., Nq, Nk)`` (before
-    dropout) as a Tensor without history, for attention maps.
+    With ``return_weights`` it returns ``(out, attention_weights(q, k, bias, scale))``:
+    the softmax weights ``(..., Nq, Nk)`` before dropout, without history.
     """
     check_probability(dropout_p)
     q = as_tensor_like(q)
@@ -102,10 +106,21 @@ def scaled_dot_product_attention(q, k, v, bias=None, dropout_p=0.0, training=Tru
         keep = keep_mask(logits_shape, dropout_p, generator, q.device)
         drop_scale = 1 / (1 - dropout_p) if dropout_p < 1 else 0.0
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    # Function.apply hands back one tensor, and keeps the forward's cache only when a
-    # graph is recorded, so the weights come out through a list the forward fills.
-    weights = [] if return_weights else None
-    out = ScaledDotProductAttention.apply(
-        *inputs, scale=scale, keep=keep, drop_scale=drop_scale, weights_out=weights
-    )
-    return (out, Tensor(weights[0])) if return_weights else out
+    out = ScaledDotProductAttention.apply(*inputs, scale=scale, keep=keep, drop_scale=drop_scale)
+    if not return_weights:
+        return out
+    return out, attention_weights(q, k, bias, scale)
+
+
+def attention_weights(q, k, bias=None, scale=None):
+    """The softmax weights softmax(q @ k^T * scale + bias) ``(..., Nq, Nk)`` as a Tensor without history.
+
+    For attention maps: the same numbers ``scaled_dot_product_attention`` computes
+    (before dropout), computed again outside the graph, so that training never keeps
+    or hands out an extra (Nq, Nk) array per layer.
+    """
+    q = as_tensor_like(q)
+    k = as_tensor_like(k, (q,))
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    bias = None if bias is None else as_tensor_like(bias, (q,)).data
+    return Tensor(_softmax_weights(q.data, k.data, bias, scale))

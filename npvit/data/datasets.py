@@ -20,7 +20,6 @@ import gzip
 import hashlib
 import math
 import os
-import tempfile
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..fileio import atomic_write
 from .core import Dataset, DataError, seed_generator
 from .download import download as fetch
 from .download import extract, resolve_url
@@ -289,15 +289,8 @@ def _cached_decode(cache_dir: Path, name: str, split: str, paths: list[Path], la
             pass  # an unreadable cache is rebuilt below
     x = decode_images(paths, image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, x=x, y=labels, classes=np.array(classes, dtype=str))
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is as readable as its data
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as f:
+        np.savez(f, x=x, y=labels, classes=np.array(classes, dtype=str))
     return x
 
 

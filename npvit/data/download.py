@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..fileio import atomic_write
 from .core import DataError
 
 MIRROR_ENV = "NPVIT_DATA_MIRROR"
@@ -55,48 +56,45 @@ def download(url: str, dest, md5: str | None = None, *, progress: bool = True) -
     DataError and leaves neither ``dest`` nor a partial file behind.
     """
     dest = Path(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    except OSError as e:
-        raise DataError(f"cannot write to {dest.parent} ({e.strerror}); choose another cache dir (--cache-dir or $NPVIT_CACHE_DIR)") from None
     hint = f"or put {dest.name} in {dest.parent} by hand"
     try:
-        digest = hashlib.md5()
-        received = 0
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=60) as response:
-                    length = response.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() else None
-                    with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
-                              disable=not progress, leave=False) as bar:
-                        for chunk in iter(lambda: response.read(_CHUNK), b""):
-                            out.write(chunk)
-                            digest.update(chunk)
-                            received += len(chunk)
-                            bar.update(len(chunk))
-            except urllib.error.HTTPError as e:
-                raise DataError(f"download of {url} failed: HTTP {e.code} {e.reason}; retry later, use a mirror ({MIRROR_ENV}), {hint}") from None
-            except urllib.error.URLError as e:
-                raise DataError(f"cannot reach {url} ({e.reason}); check the network or {MIRROR_ENV}, {hint}") from None
-            except (http.client.IncompleteRead, ConnectionError, TimeoutError) as e:
-                raise DataError(f"download of {url} was cut off after {received} bytes ({type(e).__name__}); retry, {hint}") from None
-            except OSError as e:  # e.g. the disk filled up
-                raise DataError(f"download of {url} failed after {received} bytes ({e}); free space or choose another cache dir, {hint}") from None
-        if total is not None and received != total:
-            raise DataError(f"download of {url} is truncated: got {received} of {total} bytes; retry, {hint}")
-        if md5 is not None and digest.hexdigest() != md5:
-            raise DataError(
-                f"checksum mismatch for {dest.name} from {url}: md5 {digest.hexdigest()}, expected {md5}; "
-                f"the file is corrupt or not the official one, nothing was kept; retry, {hint}"
-            )
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the data is not secret
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(dest, suffix=".part") as out:
+            _fetch_into(out, url, dest.name, md5, progress, hint)
+    except OSError as e:  # the folder cannot be written; errors of the transfer are DataErrors already
+        raise DataError(f"cannot write to {dest.parent} ({e.strerror}); choose another cache dir (--cache-dir or $NPVIT_CACHE_DIR)") from None
     return dest
+
+
+def _fetch_into(out, url: str, name: str, md5, progress: bool, hint: str) -> None:
+    """Stream ``url`` into the open file ``out``; DataError on any failure, a short transfer or a wrong md5."""
+    digest = hashlib.md5()
+    received = 0
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress, leave=False) as bar:
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as e:
+        raise DataError(f"download of {url} failed: HTTP {e.code} {e.reason}; retry later, use a mirror ({MIRROR_ENV}), {hint}") from None
+    except urllib.error.URLError as e:
+        raise DataError(f"cannot reach {url} ({e.reason}); check the network or {MIRROR_ENV}, {hint}") from None
+    except (http.client.IncompleteRead, ConnectionError, TimeoutError) as e:
+        raise DataError(f"download of {url} was cut off after {received} bytes ({type(e).__name__}); retry, {hint}") from None
+    except OSError as e:  # e.g. the disk filled up
+        raise DataError(f"download of {url} failed after {received} bytes ({e}); free space or choose another cache dir, {hint}") from None
+    if total is not None and received != total:
+        raise DataError(f"download of {url} is truncated: got {received} of {total} bytes; retry, {hint}")
+    if md5 is not None and digest.hexdigest() != md5:
+        raise DataError(
+            f"checksum mismatch for {name} from {url}: md5 {digest.hexdigest()}, expected {md5}; "
+            f"the file is corrupt or not the official one, nothing was kept; retry, {hint}"
+        )
 
 
 def _inside(root: str, name: str) -> bool:

@@ -1,0 +1,215 @@
+"""Every setting of a run in one table: ``TrainConfig``, the defaults per data set and mode, and ``resolve``.
+
+Each ``TrainConfig`` field is declared with ``setting(default, help, ...)``: its default,
+one line saying what it is, and what the command line needs (flag name, choices, a check
+of its value). ``npvit/cli.py`` generates every flag of ``train.py`` from these fields, so
+a default, a choice list or a check is written here once. ``None`` means: the default of
+the run's data set and mode, from the tables below, which ``resolve`` fills in.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from autograd import backend
+
+from .config import GLOBAL_POOLS, MPP_TARGETS, POS_EMBED_AT, POS_EMBED_KINDS, list_models
+
+
+class TrainError(Exception):
+    """A problem with the run's settings or inputs that the user can fix; one line, exit code 2."""
+
+
+# Defaults per data set (the model and how long to train) and per mode (the recipe).
+# Photographs get crop, flip, RandAugment and label smoothing; mixup and cutmix are opt-in.
+_PHOTOS = dict(model="vit_cifar_tiny", batch_size=128, crop_padding=4, flip=True, rand_ops=2, label_smoothing=0.1,
+               mixup=0.0, cutmix=0.0)
+DATASET_DEFAULTS = {
+    "cifar10": dict(_PHOTOS, epochs=100),
+    "cifar100": dict(_PHOTOS, epochs=100),
+    "tiny-imagenet": dict(_PHOTOS, epochs=50),
+    "fashion-mnist": dict(_PHOTOS, epochs=30, crop_padding=2, flip=False, rand_ops=0),
+    "imagefolder": dict(_PHOTOS, epochs=50, batch_size=64),
+    "synthetic": dict(_PHOTOS, epochs=3, batch_size=64, crop_padding=0, flip=False, rand_ops=0, label_smoothing=0.0),
+}
+MODE_DEFAULTS = {
+    "supervised": dict(optimizer="adamw", lr=1e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=5,
+                       clip_grad=1.0),
+    # the paper's pre-training: Adam, high weight decay, warmup then linear decay
+    "pretrain": dict(optimizer="adamw", lr=1e-3, weight_decay=0.1, schedule="linear", warmup_epochs=2,
+                     clip_grad=1.0),
+    # the paper's fine-tuning: SGD momentum 0.9, clip at global norm 1, no weight decay, cosine
+    "finetune": dict(optimizer="sgd", lr=0.01, weight_decay=0.0, schedule="cosine", warmup_epochs=1, clip_grad=1.0,
+                     epochs=10),
+    # masked patch prediction: Adam, warmup then cosine (Appendix B.1.2)
+    "mpp": dict(optimizer="adamw", lr=5e-4, weight_decay=0.05, schedule="cosine", warmup_epochs=2, clip_grad=1.0,
+                label_smoothing=0.0, mixup=0.0, cutmix=0.0),
+}
+# What a mode always uses, whatever was asked: masked patch prediction's labels are the
+# patches themselves, so there is nothing to smooth and no label to mix.
+MODE_FIXED = {"mpp": dict(label_smoothing=0.0, mixup=0.0, cutmix=0.0)}
+# Training from scratch on the CPU: a recipe that ends within an hour on 2 cores, in place of the
+# data set's GPU-sized one (REPRODUCTION.md has the run). Short schedules do better without RandAugment.
+CPU_RECIPES = {
+    "cifar10": dict(model="vit_cifar_mini", epochs=12, rand_ops=0, warmup_steps=400),
+}
+MODES = tuple(MODE_DEFAULTS)
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "linear", "constant")
+PER_RECIPE = "per data set and mode"
+
+
+def positive(value):
+    """A ``check``: None when ``value`` is positive, else what is wrong."""
+    return None if value > 0 else "must be positive"
+
+
+def setting(default, help, *, group, flag=None, choices=None, noun=None, check=None, metavar=None,
+            default_help=None):
+    """A ``TrainConfig`` field with what its flag needs, kept in the field's metadata.
+
+    ``help``: one line, what the setting is; ``group``: the --help section; ``flag``: the
+    flag when it is not ``--field-name``; ``choices``: the allowed values (``noun`` names
+    them in the error, the flag unless given); ``check``: a
+    function of a value giving None or what is wrong with it (``positive``), both applied
+    by ``resolve``; ``default_help``: how --help states a ``None`` default
+    (``PER_RECIPE`` unless given).
+    """
+    meta = dict(help=help, group=group, flag=flag, choices=choices, noun=noun, check=check, metavar=metavar,
+                default_help=default_help)
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run, one ``setting`` per field (see the module docstring)."""
+
+    dataset: str = setting("cifar10", "the data set", group="data", choices=tuple(DATASET_DEFAULTS),
+                           noun="data set")
+    mode: str = setting("supervised", "supervised from scratch, pretrain (with the pre-training head), finetune "
+                        "(needs --init) or mpp (masked patch prediction)", group="mode", choices=MODES, noun="mode",
+                        default_help="supervised; finetune when --init is given")
+    data_dir: str | None = setting(None, "a local copy in the official layout (or an image folder); nothing is "
+                                   "downloaded then", group="data", default_help="the download cache")
+    download: bool = setting(True, "download the data set when there is no local copy", group="data")
+    model: str | None = setting(None, f"model name; one of: {', '.join(list_models())}", group="model")
+    model_overrides: dict = setting({}, "model config fields changed by name (the model flags)", group="model")
+    init: str | None = setting(None, "start from this checkpoint (ours, a timm-named .npz or a Google ViT .npz) "
+                               "and fine-tune", group="mode", metavar="CHECKPOINT", default_help="none")
+    image_size: int | None = setting(None, "train at this resolution (images are resized; fine-tuning "
+                                     "interpolates the position embeddings)", group="data",
+                                     default_help="the data set's")
+    epochs: int | None = setting(None, "epochs to train", group="optimisation", check=positive)
+    max_steps: int | None = setting(None, "stop after this many steps (the schedule ends there too)",
+                                    group="optimisation", default_help="every epoch's")
+    batch_size: int | None = setting(None, "images per optimizer step, over all processes", group="optimisation",
+                                     check=positive)
+    eval_batch_size: int = setting(500, "images per forward pass of evaluation", group="optimisation")
+    optimizer: str | None = setting(None, "optimizer", group="optimisation", choices=OPTIMIZERS,
+                                     noun="optimizer")
+    lr: float | None = setting(None, "peak learning rate", group="optimisation", check=positive)
+    weight_decay: float | None = setting(None, "weight decay (decoupled for adamw)", group="optimisation")
+    momentum: float = setting(0.9, "SGD momentum", group="optimisation")
+    betas: tuple = setting((0.9, 0.999), "Adam's beta1 and beta2", group="optimisation", metavar=("B1", "B2"))
+    schedule: str | None = setting(None, "decay after warmup", group="optimisation", choices=SCHEDULES,
+                                    noun="schedule")
+    warmup_steps: int | None = setting(None, "linear warmup steps", group="optimisation",
+                                       default_help="--warmup-epochs of steps")
+    warmup_epochs: float | None = setting(None, "linear warmup in epochs, used when --warmup-steps is not given",
+                                          group="optimisation")
+    min_lr: float = setting(0.0, "learning rate at the end of the decay", group="optimisation")
+    clip_grad: float | None = setting(None, "clip the global gradient norm (0: off)", group="optimisation")
+    label_smoothing: float | None = setting(None, "label smoothing", group="augmentation")
+    crop_padding: int | None = setting(None, "random crop with this padding (0: off)", group="augmentation")
+    flip: bool | None = setting(None, "random horizontal flips", group="augmentation")
+    rand_ops: int | None = setting(None, "RandAugment ops per image (0: off)", group="augmentation",
+                                   flag="--randaugment", metavar="N")
+    rand_magnitude: float = setting(9.0, "RandAugment magnitude", group="augmentation",
+                                    flag="--randaugment-magnitude")
+    mixup: float | None = setting(None, "mixup alpha (0: off)", group="augmentation")
+    cutmix: float | None = setting(None, "cutmix alpha (0: off)", group="augmentation")
+    mpp_target: str = setting("mean_color", "what masked patch prediction predicts (mean_color: the 3-bit mean "
+                              "colour)", group="mode", choices=MPP_TARGETS)
+    mpp_mask_ratio: float = setting(0.5, "fraction of each image's patches masked patch prediction corrupts",
+                                    group="mode")
+    train_examples: int | None = setting(None, "use only the first N training examples", group="data",
+                                         metavar="N", default_help="all")
+    eval_examples: int | None = setting(None, "evaluate on only the first N test examples", group="data",
+                                        metavar="N", default_help="all")
+    seed: int = setting(0, "seed of every random draw in the run", group="run")
+    device: str = setting("cpu", "cpu, gpu or gpu:N", group="run")
+    out: str | None = setting(None, "run directory", group="run", metavar="RUN_DIR",
+                              default_help="runs/DATASET-MODE-TIME")
+    log_every: int = setting(20, "steps between metric lines", group="run")
+    eval_every_epochs: int = setting(1, "epochs between evaluations (the last step is always evaluated)",
+                                     group="run")
+    progress: bool = setting(True, "progress bars", group="run")
+
+    def to_dict(self) -> dict:
+        """The config as JSON-able values."""
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """The inverse of ``to_dict``; unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise TrainError(f"config.json has unknown keys {unknown}; was it written by another version of npvit?")
+        d = dict(d)
+        d["betas"] = tuple(d.get("betas", (0.9, 0.999)))
+        return cls(**d)
+
+
+# The model flags: each sets one ViTConfig field in ``TrainConfig.model_overrides``.
+# (flag, ViTConfig field, type, choices, help)
+MODEL_FLAGS = [
+    ("--patch-size", "patch_size", int, None, "patch size P"),
+    ("--embed-dim", "embed_dim", int, None, "token width D"),
+    ("--depth", "depth", int, None, "number of encoder blocks"),
+    ("--num-heads", "num_heads", int, None, "attention heads"),
+    ("--mlp-ratio", "mlp_ratio", float, None, "MLP hidden width / D"),
+    ("--pos-embed", "pos_embed", str, POS_EMBED_KINDS, "kind of position embedding (paper Appendix D.4)"),
+    ("--pos-embed-at", "pos_embed_at", str, POS_EMBED_AT, "where position embeddings are added"),
+    ("--pool", "global_pool", str, GLOBAL_POOLS, "[class] token or global average pooling"),
+    ("--dropout", "drop_rate", float, None, "dropout rate (head, MLP, after the attention projection)"),
+    ("--attn-dropout", "attn_drop_rate", float, None, "attention-weights dropout rate"),
+    ("--drop-path", "drop_path_rate", float, None, "stochastic depth rate of the last block"),
+]
+
+
+def flag_of(f) -> str:
+    """The command-line flag of a TrainConfig field."""
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+def check(cfg: TrainConfig) -> None:
+    """Apply every field's ``choices`` and ``check`` to the values that are set; TrainError on the first miss."""
+    for f in fields(cfg):
+        value, meta = getattr(cfg, f.name), f.metadata
+        if value is None:
+            continue
+        if meta["choices"] is not None and value not in meta["choices"]:
+            choices = ", ".join(meta["choices"])
+            raise TrainError(f"unknown {meta['noun'] or flag_of(f)} {value!r}; choose one of {choices}")
+        problem = meta["check"](value) if meta["check"] is not None else None
+        if problem:
+            raise TrainError(f"{flag_of(f)} {problem}, not {value}")
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Fill every ``None`` from the data set's and the mode's defaults; check every value."""
+    check(cfg)
+    if cfg.mode == "finetune" and not cfg.init:
+        raise TrainError("fine-tuning needs a checkpoint to start from: pass --init CHECKPOINT")
+    # the mode's recipe wins over the data set's where both speak (finetune epochs, mpp's no-mixup)
+    defaults = {**DATASET_DEFAULTS[cfg.dataset], **MODE_DEFAULTS[cfg.mode]}
+    if cfg.mode == "supervised" and backend.parse_device(cfg.device)[0] == "cpu":
+        defaults.update(CPU_RECIPES.get(cfg.dataset, {}))
+    values = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
+    out = TrainConfig(**{**cfg.to_dict(), **values, **MODE_FIXED.get(cfg.mode, {}), "betas": tuple(cfg.betas)})
+    check(out)
+    return out
