@@ -9,6 +9,8 @@ generators that dropout, drop-path and the data pipeline draw from.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 _cupy = None  # the cupy module once a GPU has been asked for
@@ -23,10 +25,17 @@ def _import_cupy():
     """Import CuPy on first use, with an error that names what is missing."""
     global _cupy
     if _cupy is None:
+        fake = os.environ.get("NPVIT_FAKE_CUPY")
         try:
-            import cupy
+            if fake:  # the strict CPU stand-in of tests/fakecupy.py, so CI runs the GPU path
+                import fakecupy
+
+                cupy = fakecupy.install(fake)
+            else:
+                import cupy
         except ImportError as e:
             raise DeviceError(
+                "NPVIT_FAKE_CUPY is set but tests/fakecupy.py is not on PYTHONPATH" if fake else
                 "a GPU device was asked for but CuPy is not installed: "
                 "pip install 'npvit[gpu]' (or cupy-cuda12x / cupy-cuda13x), or use --device cpu"
             ) from e
@@ -36,8 +45,26 @@ def _import_cupy():
             raise DeviceError(f"CuPy is installed but no CUDA GPU is usable ({e}); use --device cpu") from e
         if count == 0:
             raise DeviceError("CuPy is installed but this machine has no CUDA GPU; use --device cpu")
+        _probe(cupy)
         _cupy = cupy
     return _cupy
+
+
+def _probe(cupy) -> None:
+    """Launch a tiny kernel and a matmul, so missing CUDA libraries fail at start-up, not mid-step.
+
+    CuPy loads NVRTC (elementwise kernels) and cuBLAS (matmul) on first use; without the
+    probe a machine with only a driver would fail inside the first training step.
+    """
+    try:
+        a = cupy.arange(4, dtype=cupy.float32).reshape(2, 2)
+        float(((a * 2 + 1) @ a).sum())
+    except Exception as e:
+        why = " ".join(f"{type(e).__name__}: {e}".split())
+        raise DeviceError(
+            f"CuPy cannot run on this GPU ({why}); pip install 'npvit[gpu]' installs the CUDA libraries "
+            "it needs (cupy-cuda12x[ctk] / cupy-cuda13x[ctk]), or use --device cpu"
+        ) from e
 
 
 def parse_device(device) -> tuple[str, int]:

@@ -1,0 +1,298 @@
+"""The ``--device gpu`` path on the CPU, on the strict CuPy stand-in of fakecupy.py.
+
+Every trainer mode and side command runs with ``--device gpu``; every op passes its
+gradient check on device arrays; negative controls show the stand-in catches each kind
+of device bug; its names are checked against the real CuPy when that imports (it does
+without a GPU); and a machine whose CUDA libraries are missing fails at start-up.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import fakecupy
+import npvit
+from autograd import Tensor, backend, gradcheck, ops
+from npvit import analyze, bench
+from npvit import trainer as T
+from npvit.cli import main
+
+# the trainer's TINY of test_train.py, smaller still: 2 steps an epoch
+TINY = ["--dataset", "synthetic", "--model", "vit_cifar_tiny", "--embed-dim", "16", "--depth", "2",
+        "--num-heads", "2", "--image-size", "16", "--batch-size", "16", "--eval-examples", "32",
+        "--train-examples", "32", "--no-progress", "--log-every", "1", "--device", "gpu"]
+
+
+def _cupy_modules():
+    return {k: v for k, v in sys.modules.items() if k in ("cupy", "cupyx") or k.startswith(("cupy.", "cupyx."))}
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """The stand-in as ``cupy`` for one test; the real modules (if any were imported) come back after."""
+    saved = _cupy_modules()
+    for name in saved:
+        del sys.modules[name]
+    monkeypatch.setenv("NPVIT_FAKE_CUPY", "1")
+    monkeypatch.setattr(backend, "_cupy", None)
+    monkeypatch.setattr(backend, "_global_generators", {})
+    fakecupy.meter.reset()
+    yield fakecupy
+    for name in _cupy_modules():
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
+def run(tmp_path, name, *flags):
+    out = str(tmp_path / name)
+    return main([*TINY, "--out", out, *flags]), out
+
+
+def _steps(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if "eval" not in line]
+
+
+# --- the trainer in every mode ------------------------------------------------------------
+@pytest.mark.parametrize("flags", [
+    [],
+    ["--mode", "pretrain"],
+    ["--mode", "mpp", "--mpp-target", "mean_color"],
+    ["--mode", "mpp", "--mpp-target", "patch_color"],
+    ["--mode", "mpp", "--mpp-target", "pixels"],
+    ["--model", "vit_hybrid_cifar_mini", "--embed-dim", "16", "--depth", "1"],
+    ["--pos-embed", "none", "--pool", "avg"],
+    ["--pos-embed", "2d", "--pos-embed-at", "every_block"],
+    ["--pos-embed", "relative", "--pos-embed-at", "every_block_shared"],
+    ["--pos-embed", "1d", "--pos-embed-at", "every_block_shared"],
+    ["--dropout", "0.1", "--attn-dropout", "0.1", "--drop-path", "0.1", "--mixup", "0.5", "--crop-padding", "2"],
+    ["--cutmix", "1.0", "--randaugment", "2", "--optimizer", "sgd", "--clip-grad", "1.0"],
+], ids=lambda f: " ".join(f) or "supervised")
+def test_every_mode_trains_on_the_device(gpu, tmp_path, flags):
+    code, out = run(tmp_path, "r", "--epochs", "1", *flags)
+    assert code == 0
+    assert all(np.isfinite(m["loss"]) for m in _steps(out))
+    assert sum(gpu.meter.launches.values()) > 100  # the steps ran as device ops
+
+
+def test_pretrain_then_finetune_at_a_new_size_then_eval_only(gpu, tmp_path, capsys):
+    code, pre = run(tmp_path, "pre", "--mode", "pretrain", "--epochs", "1")
+    assert code == 0
+    code, fine = run(tmp_path, "fine", "--init", os.path.join(pre, "checkpoint-last.npz"), "--image-size", "24",
+                     "--epochs", "1")
+    assert code == 0
+    assert npvit.load_checkpoint(os.path.join(fine, "checkpoint-last.npz")).pos_embed.shape == (1, 1 + 36, 16)
+    capsys.readouterr()
+    best = os.path.join(fine, "checkpoint-best.npz")
+    flags = ["--dataset", "synthetic", "--image-size", "24", "--eval-only", "--eval-examples", "32", "--init", best,
+             "--no-progress"]
+    assert main([*flags, "--device", "gpu"]) == 0
+    on_gpu = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main([*flags, "--device", "cpu"]) == 0
+    on_cpu = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert on_gpu["acc"] == on_cpu["acc"] and on_gpu["loss"] == pytest.approx(on_cpu["loss"], rel=1e-5)
+
+
+def test_an_interrupted_device_run_resumes_to_the_same_parameters(gpu, tmp_path, monkeypatch):
+    flags = ["--epochs", "2", "--dropout", "0.1", "--drop-path", "0.1", "--mixup", "0.5"]
+    code, straight = run(tmp_path, "straight", *flags)
+    assert code == 0
+    original = T.Trainer.train_step
+
+    def interrupt_at_step_3(self, batch):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(T.Trainer, "train_step", interrupt_at_step_3)
+    code, broken = run(tmp_path, "broken", *flags)
+    assert code == 130
+    monkeypatch.setattr(T.Trainer, "train_step", original)
+    assert main(["--resume", broken, "--no-progress", "--device", "gpu"]) == 0
+    a = npvit.read_checkpoint(os.path.join(straight, "checkpoint-last.npz")).state
+    b = npvit.read_checkpoint(os.path.join(broken, "checkpoint-last.npz")).state
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_analyze_and_bench_run_on_the_device(gpu, tmp_path, capsys):
+    code, out = run(tmp_path, "r", "--epochs", "1")
+    assert code == 0
+    assert analyze.main([out, "--out", str(tmp_path / "fig"), "--images", "4", "--batch-size", "4",
+                         "--device", "gpu"]) == 0
+    assert os.path.exists(tmp_path / "fig" / "figures.npz")
+    assert bench.main(["--model", "vit_cifar_mini", "--batch-size", "2", "--device", "gpu", "--steps", "1",
+                       "--repeats", "1", "--warmup", "1", "--no-torch", "--no-memory"]) == 0
+    assert "gpu:0" in capsys.readouterr().out
+
+
+def test_a_steady_state_step_syncs_only_for_the_finite_check_and_clipping(gpu):
+    cfg = T.resolve(T.TrainConfig(dataset="synthetic", model="vit_cifar_tiny", image_size=16, batch_size=16,
+                                  train_examples=64, eval_examples=16, device="gpu", clip_grad=1.0, progress=False,
+                                  model_overrides=dict(embed_dim=16, depth=2, num_heads=2)))
+    trainer = T.Trainer(cfg)
+    for step in range(2):  # the first step warms up (lazy state of the optimizer); the second is counted
+        gpu.meter.reset()
+        trainer.train_step(trainer.loader.batch(0, step, trainer.positions))
+    sites = {site for site in gpu.meter.syncs}
+    assert sum(gpu.meter.syncs.values()) == 2, gpu.meter.syncs
+    assert any(s.startswith("npvit/trainer.py") for s in sites) and any(s.startswith("autograd/optim.py") for s in sites)
+
+
+# --- every op's gradient on device arrays ---------------------------------------------------
+def _r(*shape, seed=0):
+    return np.random.default_rng(seed + len(shape)).standard_normal(shape)
+
+
+def _gpu(*arrays):
+    return [backend.to_device(a, "gpu") for a in arrays]
+
+
+OPS = {
+    "add": (ops.add, (_r(2, 3), _r(3))),
+    "sub": (ops.sub, (_r(2, 3), _r(2, 1))),
+    "mul": (ops.mul, (_r(2, 3), _r(2, 3, seed=1))),
+    "div": (ops.div, (_r(2, 3), 2.0 + np.abs(_r(3)))),
+    "neg": (ops.neg, (_r(4),)),
+    "exp": (ops.exp, (_r(4),)),
+    "log": (ops.log, (1.0 + np.abs(_r(4)),)),
+    "sqrt": (ops.sqrt, (1.0 + np.abs(_r(4)),)),
+    "tanh": (ops.tanh, (_r(4),)),
+    "relu": (ops.relu, (_r(5) + 0.05,)),
+    "pow": (lambda a: ops.pow(a, 3.0), (_r(4),)),
+    "maximum": (ops.maximum, (_r(5), _r(5, seed=3) + 0.3)),
+    "where": (lambda a, b: ops.where(a.data > 0, a, b), (_r(5), _r(5, seed=2))),
+    "astype": (lambda a: ops.astype(a, np.float64) * 2, (_r(3),)),
+    "sum": (lambda a: ops.sum(a, axis=1), (_r(2, 3),)),
+    "mean": (lambda a: ops.mean(a, axis=0, keepdims=True), (_r(2, 3),)),
+    "var": (lambda a: ops.var(a, axis=-1), (_r(2, 4),)),
+    "max": (lambda a: ops.max(a, axis=1), (_r(2, 4),)),
+    "matmul": (ops.matmul, (_r(2, 3, 4), _r(4, 2))),
+    "reshape": (lambda a: ops.reshape(a, (3, 2)) * _gpu(_r(3, 2))[0], (_r(2, 3),)),
+    "transpose": (lambda a: ops.transpose(a, (1, 0, 2)), (_r(2, 3, 2),)),
+    "permute": (lambda a: ops.permute(a, (2, 0, 1)), (_r(2, 3, 2),)),
+    "swapaxes": (lambda a: ops.swapaxes(a, 0, 1), (_r(2, 3),)),
+    "broadcast_to": (lambda a: ops.broadcast_to(a, (3, 2, 3)), (_r(2, 3),)),
+    "getitem": (lambda a: ops.getitem(a, (backend.to_device(np.array([0, 2, 0]), "gpu"), slice(1, None))), (_r(3, 3),)),
+    "concatenate": (lambda a, b: ops.concatenate([a, b], axis=1), (_r(2, 1), _r(2, 3))),
+    "stack": (lambda a, b: ops.stack([a, b], axis=0), (_r(2, 3), _r(2, 3, seed=1))),
+    "split": (lambda a: ops.split(a, [1], axis=1)[1], (_r(2, 3),)),
+    "unbind": (lambda a: ops.unbind(a, axis=0)[1], (_r(2, 3),)),
+    "pad": (lambda a: ops.pad(a, ((1, 0), (0, 2))), (_r(2, 2),)),
+    "linear": (ops.linear, (_r(2, 3), _r(4, 3), _r(4))),
+    "layer_norm": (ops.layer_norm, (_r(2, 4), _r(4), _r(4))),
+    "gelu": (ops.gelu, (_r(5),)),
+    "gelu_tanh": (lambda a: ops.gelu(a, approximate="tanh"), (_r(5),)),
+    "softmax": (ops.softmax, (_r(2, 4),)),
+    "log_softmax": (ops.log_softmax, (_r(2, 4),)),
+    "cross_entropy": (lambda a: ops.cross_entropy(a, _gpu(np.array([1, 0, 3]))[0], label_smoothing=0.1), (_r(3, 4),)),
+    "dropout": (lambda a: ops.dropout(a, 0.5, generator=backend.generator(1, device="gpu")), (_r(6),)),
+    "drop_path": (lambda a: ops.drop_path(a, 0.5, generator=backend.generator(1, device="gpu")), (_r(4, 2, 2),)),
+    "attention": (lambda q, k, v: ops.scaled_dot_product_attention(q, k, v), (_r(1, 2, 3, 2), _r(1, 2, 3, 2, seed=1),
+                                                                            _r(1, 2, 3, 2, seed=2))),
+    "attention_dropout": (lambda q, k, v: ops.scaled_dot_product_attention(
+        q, k, v, dropout_p=0.3, generator=backend.generator(2, device="gpu")),
+        (_r(1, 1, 3, 2), _r(1, 1, 3, 2, seed=1), _r(1, 1, 3, 2, seed=2))),
+    "conv2d": (lambda x, w, b: ops.conv2d(x, w, b, stride=2, padding=1), (_r(1, 2, 4, 4), _r(3, 2, 3, 3), _r(3))),
+    "avg_pool2d": (lambda x: ops.avg_pool2d(x, 2), (_r(1, 1, 4, 4),)),
+    "max_pool2d": (lambda x: ops.max_pool2d(x, 3, 2, 1), (_r(1, 1, 4, 4),)),
+    "group_norm": (lambda x, w, b: ops.group_norm(x, 2, w, b), (_r(1, 4, 2, 2), _r(4), _r(4))),
+    "resize_2d": (lambda x: ops.resize_2d(x, (3, 5)), (_r(1, 1, 2, 3),)),
+    "resize_2d_bicubic": (lambda x: ops.resize_2d(x, (5, 3), "bicubic"), (_r(1, 1, 3, 2),)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_gradcheck_on_device_arrays(gpu, name):
+    fn, inputs = OPS[name]
+    with backend.default_dtype_as(np.float64):
+        assert gradcheck(fn, _gpu(*inputs))
+
+
+def test_every_differentiable_op_is_checked_on_the_device():
+    checked = {n.removesuffix("_tanh").removesuffix("_bicubic").removesuffix("_dropout") for n in OPS}
+    checked |= {"scaled_dot_product_attention"} if "attention" in OPS else set()
+    public = {n for n in dir(ops) if callable(getattr(ops, n)) and not n.startswith("_")}
+    not_differentiable = {"greater", "interpolation_matrix", "to_device_op"}
+    assert public - not_differentiable - checked == set()
+
+
+# --- negative controls: each kind of device bug fails on the stand-in ------------------------
+def test_a_host_array_in_a_device_op_is_refused(gpu):
+    x = Tensor(np.ones(3), device="gpu")
+    with pytest.raises(TypeError, match="Unsupported type"):
+        x.data + np.ones(3)
+    with pytest.raises(TypeError, match="Unsupported type"):
+        np.ones(3) * x.data
+    with pytest.raises(TypeError, match="Unsupported type"):
+        gpu.concatenate([x.data, np.ones(3)])
+
+
+def test_an_implicit_conversion_to_the_host_is_refused(gpu):
+    x = Tensor(np.ones(3), device="gpu")
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(x.data)
+    with pytest.raises(TypeError, match="no implementation found for 'numpy.savez'"):  # CuPy has no savez
+        np.savez(os.devnull, x=x.data)
+    assert backend.to_numpy(x.data).tolist() == [1.0, 1.0, 1.0]  # the explicit way
+
+
+def test_a_host_generator_on_device_data_is_caught(gpu):
+    x = Tensor(np.ones((4, 4)), device="gpu")
+    with pytest.raises(TypeError, match="Unsupported type"):
+        ops.dropout(x, 0.5, generator=np.random.default_rng(0))
+    with pytest.raises(AttributeError):  # CuPy's Generator has no permutation, choice or normal
+        backend.generator(0, device="gpu").permutation(4)
+
+
+def test_syncs_are_counted_by_the_callers_line(gpu):
+    x = Tensor(np.ones(3), device="gpu").data
+    gpu.meter.reset()  # forget the start-up probe
+    float(x.sum()), bool((x > 0).all()), x.get()  # noqa: B018
+    here = f"tests/test_gpu_path.py:{sys._getframe().f_lineno - 1}"
+    assert gpu.meter.syncs == {here: 3}
+    assert gpu.meter.launches[here] == 3  # sum, >, all
+
+
+# --- names: only what CuPy 14.2.0 has --------------------------------------------------------
+def _public(obj):
+    return {n for n in dir(obj) if not n.startswith("_")}
+
+
+def test_the_stand_in_exposes_only_names_real_cupy_has(gpu):
+    for name in _cupy_modules():  # the fixture's own stand-in modules; import the real package instead
+        del sys.modules[name]
+    try:
+        import cupy
+        import cupyx.scipy.special
+
+        real_generator = cupy.random.Generator  # imported lazily, so before the stand-in is back
+    except ImportError:
+        pytest.skip("CuPy is not installed")
+    finally:
+        gpu.install()
+    assert cupy is not fakecupy
+    pairs = [(fakecupy, cupy, set(fakecupy.STANDIN_API) | {"annotations"}), (fakecupy.random, cupy.random, set()),
+             (fakecupy.cuda, cupy.cuda, set()), (fakecupy.cuda.runtime, cupy.cuda.runtime, set()),
+             (fakecupy.linalg, cupy.linalg, set()), (fakecupy.lib.stride_tricks, cupy.lib.stride_tricks, set()),
+             (fakecupy.ndarray, cupy.ndarray, set()), (fakecupy.random.Generator, real_generator, set()),
+             (fakecupy.cuda.Device, cupy.cuda.Device, set()), (fakecupy.cuda.Stream, cupy.cuda.Stream, set()),
+             (fakecupy.ufunc, type(cupy.add), set()), (sys.modules["cupyx"], cupyx, set()),
+             (sys.modules["cupyx.scipy.special"], cupyx.scipy.special, set())]
+    for fake, real, own in pairs:
+        extra = {n for n in _public(fake) - own if not isinstance(getattr(fake, n), type(sys))} - _public(real)
+        assert extra == set(), f"{fake.__name__} has names {real.__name__} lacks: {sorted(extra)}"
+    dunders = {n for n in dir(fakecupy.ndarray) if n.startswith("__") and n not in dir(object)}
+    assert dunders - set(dir(cupy.ndarray)) <= {"__slots__", "__dict__", "__weakref__"}
+
+
+# --- start-up: missing CUDA libraries are one line, before the first step ---------------------
+def test_missing_cublas_is_one_device_error_line_at_start_up(gpu, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("NPVIT_FAKE_CUPY", "no-cublas")
+    code = main([*TINY, "--out", str(tmp_path / "r"), "--epochs", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "libcublas.so.12" in err and "npvit[gpu]" in err
+    assert not os.path.exists(tmp_path / "r" / "metrics.jsonl")
