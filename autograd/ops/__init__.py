@@ -6,8 +6,8 @@ a hand-derived backward, which is what makes the ViT fast and its gradients read
 """
 import numpy as np
 
-from ..backend import device_name
-from ..tensor import Tensor
+from .. import backend
+from ..tensor import Tensor as _Tensor  # private, so that ``ops`` lists only ops
 from .attention import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .elementwise import (  # noqa: F401
@@ -57,7 +57,7 @@ def _flatten(self, start_axis=0):
 def _to(self, device=None, dtype=None):
     """A copy on another device and/or dtype (self when nothing changes); differentiable."""
     out = self
-    if device is not None and device_name(device) != self.device:
+    if device is not None and backend.device_name(device) != self.device:
         out = to_device_op(out, device)
     if dtype is not None and np.dtype(dtype) != out.dtype:
         out = astype(out, dtype)
@@ -80,4 +80,4 @@ _TENSOR_METHODS = {
     "to": _to, "astype": _astype,
 }
 for _name, _method in _TENSOR_METHODS.items():
-    setattr(Tensor, _name, _method)
+    setattr(_Tensor, _name, _method)
