@@ -1,11 +1,12 @@
 """autograd: a small reverse-mode automatic differentiation library on NumPy and CuPy.
 
-Read ``tensor.py`` first (the Tensor and the engine, one page), then any op in
-``ops/`` (forward and backward side by side), then ``nn.py`` and ``optim.py``.
+Read ``engine.py`` first (the engine, one page) and ``tensor.py``, then any op in
+``ops/`` (forward and backward side by side), then ``module.py``, ``nn.py`` and ``optim.py``.
 """
 from . import init, nn, ops, optim  # noqa: F401
 from .backend import (  # noqa: F401
     DeviceError, default_dtype, default_dtype_as, generator, manual_seed, set_default_dtype,
 )
+from .engine import GraphFreedError, is_grad_enabled, no_grad  # noqa: F401
 from .gradcheck import GradcheckError, gradcheck  # noqa: F401
-from .tensor import GraphFreedError, Tensor, is_grad_enabled, no_grad, tensor  # noqa: F401
+from .tensor import Tensor, tensor  # noqa: F401

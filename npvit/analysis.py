@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from autograd.backend import get_array_module
-from autograd.tensor import Tensor, no_grad
+from autograd import Tensor, no_grad
 
 from . import pos_embed as pe
 from .data import resize

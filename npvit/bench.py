@@ -50,7 +50,7 @@ import numpy as np
 
 from autograd import backend, ops, optim
 from autograd.backend import keep_freed_memory
-from autograd.tensor import no_grad
+from autograd.engine import no_grad
 
 from .config import get_config, list_models
 from .model import create_model

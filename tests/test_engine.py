@@ -5,7 +5,7 @@ import pytest
 import autograd
 from autograd import GradcheckError, GraphFreedError, Tensor, gradcheck, no_grad, ops
 from autograd.backend import DeviceError, parse_device
-from autograd.tensor import Function
+from autograd.engine import Function
 
 from devices import HAS_GPU
 
@@ -174,6 +174,60 @@ def test_wrong_backward_shape_is_caught():
     x = leaf([1.0, 2.0])
     with pytest.raises(RuntimeError, match="shape"):
         Broken.apply(x).sum().backward()
+
+
+def test_multi_output_backward_runs_once_and_frees_its_graph():
+    calls = []
+
+    class Halves(Function):
+        multiple_outputs = True
+
+        @staticmethod
+        def forward(a):
+            return (a[:2] * 1.0, a[2:] * 1.0), None
+
+        @staticmethod
+        def backward(grads, cache):
+            calls.append(grads)
+            lo, hi = (np.zeros(2) if g is None else g for g in grads)
+            return np.concatenate([lo, hi])
+
+    x = Tensor(np.arange(4.0), requires_grad=True)
+    lo, hi = Halves.apply(x)
+    loss = (lo * 2.0).sum() + (lo * 3.0).sum()  # lo reaches the loss twice, hi not at all
+    loss.backward(retain_graph=True)
+    assert len(calls) == 1 and calls[0][1] is None
+    np.testing.assert_array_equal(x.grad, [5, 5, 0, 0])
+    loss.backward()
+    np.testing.assert_array_equal(x.grad, [10, 10, 0, 0])
+    with pytest.raises(GraphFreedError):
+        loss.backward()
+    with no_grad():
+        lo, hi = Halves.apply(x)
+    assert lo._node is None and not hi.requires_grad
+
+
+def test_only_ops_that_ask_are_told_which_inputs_need_gradients():
+    seen = []
+
+    class Probe(Function):
+        takes_needs_input_grad = True
+
+        @staticmethod
+        def forward(a, b, needs_input_grad):
+            seen.append(needs_input_grad)
+            return a + b, None
+
+        @staticmethod
+        def backward(g, cache):
+            return g, g
+
+    w = Tensor(np.ones(2), requires_grad=True)
+    Probe.apply(w, np.ones(2))
+    Probe.apply(np.ones(2), np.ones(2))
+    with no_grad():
+        Probe.apply(w, w)
+    assert seen == [(True, False), (False, False), (False, False)]
 
 
 def test_gradcheck_catches_a_sabotaged_backward():

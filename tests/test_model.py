@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import npvit
 from autograd import backend, gradcheck
 from autograd.nn import Identity
-from autograd.tensor import Tensor, no_grad
+from autograd import Tensor, no_grad
 from npvit import ViTConfig, create_model, list_models, mpp_corruption, mpp_targets
 from npvit.config import POS_EMBED_AT, POS_EMBED_KINDS
 

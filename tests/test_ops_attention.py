@@ -8,22 +8,8 @@ from hypothesis import strategies as st
 
 from autograd import Tensor, gradcheck, no_grad, ops
 from autograd.backend import generator
+from checking import assert_matches_torch, assert_same
 from strategies import arrays, shapes
-
-
-def assert_same(fused, composed, inputs, rtol=1e-10, atol=1e-12):
-    """Two implementations agree on the output and on the gradient of every input (float64)."""
-    results = []
-    for fn in (fused, composed):
-        tensors = [Tensor(x.copy(), requires_grad=True) for x in inputs]
-        out = fn(*tensors)
-        weights = np.random.default_rng(0).standard_normal(out.shape)
-        (out * Tensor(weights)).sum().backward()
-        results.append((out.data, [t.grad for t in tensors]))
-    (out_a, grads_a), (out_b, grads_b) = results
-    np.testing.assert_allclose(out_a, out_b, rtol=rtol, atol=atol)
-    for ga, gb in zip(grads_a, grads_b):
-        np.testing.assert_allclose(ga, gb, rtol=rtol, atol=atol)
 
 
 def composed_attention(q, k, v, bias=None, scale=None, keep=None, p=0.0):
@@ -82,6 +68,21 @@ def test_attention_dropout(case, p):
     assert_same(fused, lambda q, k, v, b: composed_attention(q, k, v, b, keep=keep, p=p), [q, k, v, bias])
 
 
+def test_attention_with_a_constant_bias_gives_the_same_gradients():
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=(2, 3, 5, 4)) for _ in range(3))
+    bias = rng.normal(size=(5, 5))
+    grads = []
+    for bias_grad in (True, False):
+        ts = [Tensor(a, requires_grad=True) for a in (q, k, v)]
+        b = Tensor(bias, requires_grad=bias_grad)
+        ops.scaled_dot_product_attention(*ts, bias=b).sum().backward()
+        grads.append([t.grad for t in ts])
+        assert (b.grad is not None) == bias_grad
+    for with_bias, without in zip(*grads):
+        np.testing.assert_allclose(with_bias, without, rtol=1e-12)
+
+
 def test_attention_dropout_off_in_eval_and_reproducible():
     rng = np.random.default_rng(0)
     q, k, v = (Tensor(rng.standard_normal((2, 3, 5, 4))) for _ in range(3))
@@ -134,14 +135,7 @@ def test_attention_float32_stays_float32():
 def test_attention_matches_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(4)
-    arrays_ = [rng.standard_normal(s) for s in [(2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 2), (3, 1, 6)]]
-    ours = [Tensor(a, requires_grad=True) for a in arrays_]
-    theirs = [torch.tensor(a, requires_grad=True) for a in arrays_]
-    out = ops.scaled_dot_product_attention(*ours, scale=0.3)
-    ref = torch.softmax(theirs[0] @ theirs[1].transpose(-1, -2) * 0.3 + theirs[3], dim=-1) @ theirs[2]
-    upstream = rng.standard_normal(out.shape)
-    out.backward(upstream)
-    ref.backward(torch.from_numpy(upstream))
-    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-12)
-    for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a.grad, b.grad.numpy(), rtol=1e-10, atol=1e-13)
+    inputs = [rng.standard_normal(s) for s in [(2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 2), (3, 1, 6)]]
+    assert_matches_torch(lambda q, k, v, b: ops.scaled_dot_product_attention(q, k, v, b, scale=0.3),
+                         lambda q, k, v, b: torch.softmax(q @ k.transpose(-1, -2) * 0.3 + b, dim=-1) @ v,
+                         inputs, rtol=1e-12, atol=0, grad_rtol=1e-10, grad_atol=1e-13)

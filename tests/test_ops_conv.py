@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from autograd import Tensor, gradcheck, ops
 from devices import requires_gpu
+from checking import assert_matches_torch, outputs_and_grads
 from strategies import arrays
 
 
@@ -23,14 +24,6 @@ def windows(draw, pool=False):
     padding = tuple(draw(st.integers(0, k // 2 if pool else 1)) for k in kernel)
     size = tuple(draw(st.integers(max(1, k - 2 * p), 7)) for k, p in zip(kernel, padding))
     return kernel, stride, padding, size
-
-
-def run(fn, inputs, grad_seed=0):
-    """Output and input gradients of ``fn`` for a fixed random upstream gradient."""
-    tensors = [Tensor(x.copy(), requires_grad=True) for x in inputs]
-    out = fn(*tensors)
-    out.backward(np.random.default_rng(grad_seed).standard_normal(out.shape).astype(out.dtype))
-    return out.data, [t.grad for t in tensors]
 
 
 def padded(x, padding, fill):
@@ -101,19 +94,15 @@ def test_conv2d_matches_torch(shape, w_shape, stride, padding):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal(shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
-    ours, grads = run(lambda x, w, b: ops.conv2d(x, w, b, stride=stride, padding=padding), [x, w, b])
-    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-    out = torch.nn.functional.conv2d(xt, wt, bt, stride=stride, padding=padding)
-    out.backward(torch.tensor(np.random.default_rng(0).standard_normal(out.shape)))
-    np.testing.assert_allclose(ours, out.detach().numpy(), rtol=1e-10, atol=1e-10)
-    for g, t in zip(grads, (xt, wt, bt)):
-        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-10, atol=1e-10)
+    assert_matches_torch(lambda x, w, b: ops.conv2d(x, w, b, stride=stride, padding=padding),
+                         lambda x, w, b: torch.nn.functional.conv2d(x, w, b, stride=stride, padding=padding),
+                         [x, w, b], rtol=1e-10, atol=1e-10)
 
 
 def test_conv2d_keeps_float32():
     rng = np.random.default_rng(0)
     x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 8, 8), (4, 3, 3, 3), (4,)))
-    out, grads = run(lambda x, w, b: ops.conv2d(x, w, b, stride=2, padding=1), [x, w, b])
+    out, grads = outputs_and_grads(lambda x, w, b: ops.conv2d(x, w, b, stride=2, padding=1), [x, w, b])
     assert out.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
     np.testing.assert_allclose(out, conv_reference(x.astype(np.float64), w.astype(np.float64), b, (2, 2), (1, 1)),
                                rtol=1e-5, atol=1e-5)
@@ -182,18 +171,14 @@ def test_pools_match_torch(kernel, stride, padding):
     x[0, 0, :2, :2] = 30.0  # a tie above every other value: both must send the gradient to the first of the tied pixels
     for ours, theirs in ((ops.max_pool2d, torch.nn.functional.max_pool2d),
                          (ops.avg_pool2d, torch.nn.functional.avg_pool2d)):
-        out, (grad,) = run(lambda x: ours(x, kernel, stride, padding), [x])
-        xt = torch.tensor(x, requires_grad=True)
-        ref = theirs(xt, kernel, stride, padding)
-        ref.backward(torch.tensor(np.random.default_rng(0).standard_normal(ref.shape)))
-        np.testing.assert_allclose(out, ref.detach().numpy(), rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+        assert_matches_torch(lambda x: ours(x, kernel, stride, padding), lambda x: theirs(x, kernel, stride, padding),
+                             [x], rtol=1e-12, atol=1e-12)
 
 
 def test_pools_keep_float32_and_check_arguments():
     x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
     for pool in (ops.max_pool2d, ops.avg_pool2d):
-        out, (grad,) = run(lambda x: pool(x, 3, 2, 1), [x])
+        out, (grad,) = outputs_and_grads(lambda x: pool(x, 3, 2, 1), [x])
         assert out.dtype == np.float32 and grad.dtype == np.float32
         with pytest.raises(ValueError, match="half"):
             pool(Tensor(x), 3, 1, 2)
@@ -233,7 +218,7 @@ def test_group_norm_gradcheck_and_composition(batch, groups, per_group, spatial,
         return fn
 
     gradcheck(call(ops.group_norm), inputs)
-    (out_a, grads_a), (out_b, grads_b) = run(call(ops.group_norm), inputs), run(call(group_norm_composed), inputs)
+    (out_a, grads_a), (out_b, grads_b) = outputs_and_grads(call(ops.group_norm), inputs), outputs_and_grads(call(group_norm_composed), inputs)
     np.testing.assert_allclose(out_a, out_b, rtol=1e-10, atol=1e-10)
     for ga, gb in zip(grads_a, grads_b):
         np.testing.assert_allclose(ga, gb, rtol=1e-8, atol=1e-8)
@@ -254,14 +239,11 @@ def test_group_norm_matches_torch_and_keeps_float32():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 6, 4, 5), (6,), (6,)))
-    out, grads = run(lambda x, w, b: ops.group_norm(x, 3, w, b), [x, w, b])
+    out, grads = outputs_and_grads(lambda x, w, b: ops.group_norm(x, 3, w, b), [x, w, b])
     assert out.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
-    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-    ref = torch.nn.functional.group_norm(xt, 3, wt, bt)
-    ref.backward(torch.tensor(np.random.default_rng(0).standard_normal(ref.shape).astype(np.float32)))
-    np.testing.assert_allclose(out, ref.detach().numpy(), rtol=1e-5, atol=1e-5)
-    for g, t in zip(grads, (xt, wt, bt)):
-        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-4, atol=1e-4)
+    assert_matches_torch(lambda x, w, b: ops.group_norm(x, 3, w, b),
+                         lambda x, w, b: torch.nn.functional.group_norm(x, 3, w, b),
+                         [x, w, b], rtol=1e-5, atol=1e-5, grad_rtol=1e-4, grad_atol=1e-4)
 
 
 def test_group_norm_rejects_groups_that_do_not_divide_channels():
@@ -282,7 +264,7 @@ def test_ops_on_gpu_match_cpu():
         (lambda x, w, b: ops.group_norm(x, 3, w[:3, 0, 0, 0], b[:3]), [x, w, b]),
     ]
     for fn, inputs in cases:
-        cpu_out, cpu_grads = run(fn, inputs)
+        cpu_out, cpu_grads = outputs_and_grads(fn, inputs)
         tensors = [Tensor(a, requires_grad=True, device="gpu") for a in inputs]
         out = fn(*tensors)
         out.backward(Tensor(np.random.default_rng(0).standard_normal(out.shape), device="gpu"))

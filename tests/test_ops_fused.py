@@ -1,6 +1,7 @@
-"""Fused ops: gradients by finite differences on drawn shapes, values and gradients against
-their composition from primitive ops (or an independent reference), erf against math.erf,
-the random ops' masks, and float32 kept float32."""
+"""Fused ops (autograd/ops/fused.py): gradients by finite differences on drawn shapes, values and
+gradients against their composition from primitive ops (or an independent reference), inputs
+that need no gradient, the blocked float32 paths against float64, the random ops' masks, and
+float32 kept float32."""
 import math
 
 import numpy as np
@@ -10,64 +11,12 @@ from hypothesis import strategies as st
 
 from autograd import Tensor, gradcheck, no_grad, ops
 from autograd.backend import generator, global_generator, manual_seed
-from autograd.ops.special import erf
+from autograd.ops import util
+from checking import assert_matches_torch, assert_same
 from strategies import arrays, shapes
 
 
-def assert_same(fused, composed, inputs, rtol=1e-10, atol=1e-12):
-    """Two implementations agree on the output and on the gradient of every floating input (float64)."""
-    results = []
-    for fn in (fused, composed):
-        tensors = [Tensor(x.copy(), requires_grad=x.dtype.kind == "f") for x in inputs]
-        out = fn(*tensors)
-        weights = np.random.default_rng(0).standard_normal(out.shape)
-        (out * Tensor(weights)).sum().backward()
-        results.append((out.data, [t.grad for t in tensors if t.requires_grad]))
-    (out_a, grads_a), (out_b, grads_b) = results
-    np.testing.assert_allclose(out_a, out_b, rtol=rtol, atol=atol)
-    for ga, gb in zip(grads_a, grads_b):
-        np.testing.assert_allclose(ga, gb, rtol=rtol, atol=atol)
-
-
-# --- erf ------------------------------------------------------------------------
-
-def test_erf_matches_math_erf_to_1e_14():
-    edges = np.array([0.46875, 4.0, 32.0])
-    points = np.concatenate([
-        np.linspace(-6.0, 6.0, 48001),  # more than one block of the blocked evaluation
-        np.nextafter(edges, 0.0), edges, np.nextafter(edges, np.inf),
-        np.geomspace(1e-300, 1e-3, 200),
-        np.geomspace(6.0, 40.0, 50),
-        [0.0, 5e-324, 1e300],
-    ])
-    points = np.concatenate([points, -points])
-    ref = np.array([math.erf(x) for x in points])
-    np.testing.assert_allclose(erf(points), ref, rtol=1e-14, atol=0)
-
-
-def test_erf_special_values_and_shapes():
-    out = erf(np.array([np.inf, -np.inf, np.nan, -0.0]))
-    assert out[0] == 1.0 and out[1] == -1.0 and np.isnan(out[2])
-    assert out[3] == 0.0 and np.signbit(out[3])  # odd, down to the sign of zero
-    grid = np.linspace(-3, 3, 12).reshape(3, 4)
-    np.testing.assert_allclose(erf(grid.T), [[math.erf(x) for x in row] for row in grid.T], rtol=1e-14)
-    assert erf(np.arange(3)).dtype == np.float64
-    assert erf(np.zeros((2, 0))).shape == (2, 0)
-
-
-def test_erf_float32_stays_float32_and_is_within_8_ulp():
-    x = np.concatenate([np.linspace(-6, 6, 4001), np.geomspace(1e-30, 1e-2, 50)]).astype(np.float32)
-    x = np.concatenate([x, -x, np.nextafter(np.float32(4), np.float32(0))[None]])
-    out = erf(x)
-    assert out.dtype == np.float32
-    ref = np.array([math.erf(float(v)) for v in x])
-    ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
-    assert np.all(np.abs(out - ref) <= 8 * ulp)
-    assert np.all(np.abs(out) <= 1)
-    assert erf(np.float16([0.5])).dtype == np.float16
-
-
-# --- linear ---------------------------------------------------------------------
+# --- linear -------------------------------------------------------------------
 
 @given(shapes(min_dims=0, max_dims=3, max_side=3), st.integers(1, 4), st.integers(1, 4), st.booleans(), st.data())
 def test_linear(lead, n_in, n_out, with_bias, data):
@@ -85,7 +34,26 @@ def test_linear(lead, n_in, n_out, with_bias, data):
     assert fused(*(Tensor(a) for a in inputs)).shape == lead + (n_out,)
 
 
-# --- layer norm -----------------------------------------------------------------
+@given(st.booleans(), st.booleans(), st.booleans(), st.data())
+def test_linear_with_any_inputs_frozen(x_grad, w_grad, b_grad, data):
+    x, w, b = data.draw(arrays((2, 3, 4))), data.draw(arrays((5, 4))), data.draw(arrays((5,)))
+    tensors = [Tensor(v, requires_grad=flag) for v, flag in ((x, x_grad), (w, w_grad), (b, b_grad))]
+    out = ops.linear(*tensors)
+    np.testing.assert_allclose(out.data, x @ w.T + b, rtol=1e-12)
+    if not (x_grad or w_grad or b_grad):
+        assert not out.requires_grad
+        return
+    g = np.random.default_rng(0).normal(size=out.shape)
+    out.backward(g)
+    want = (g @ w, g.reshape(-1, 5).T @ x.reshape(-1, 4), g.reshape(-1, 5).sum(0))
+    for t, flag, ref in zip(tensors, (x_grad, w_grad, b_grad), want):
+        if flag:
+            np.testing.assert_allclose(t.grad, ref, rtol=1e-12)
+        else:
+            assert t.grad is None
+
+
+# --- layer norm ---------------------------------------------------------------
 
 def composed_layer_norm(x, weight=None, bias=None, eps=1e-6):
     out = (x - ops.mean(x, axis=-1, keepdims=True)) / ops.sqrt(ops.var(x, axis=-1, keepdims=True) + eps)
@@ -122,7 +90,44 @@ def test_layer_norm_normalises():
     np.testing.assert_allclose(out.var(-1), 1, rtol=1e-6)
 
 
-# --- gelu -----------------------------------------------------------------------
+def _spanning_blocks(rng, dim):
+    """float32 rows enough for several cache blocks and a partial last one."""
+    rows = 2 * util.BLOCK // dim + 3
+    return (rng.normal(size=(rows, dim)) * 3 + 1).astype(np.float32)
+
+
+def test_layer_norm_float32_over_many_blocks_matches_float64(rng):
+    x = _spanning_blocks(rng, 48)
+    w, b = rng.normal(size=48), rng.normal(size=48)
+    leaves32 = [Tensor(a.astype(np.float32), requires_grad=True) for a in (x, w, b)]
+    leaves64 = [Tensor(a.astype(np.float64), requires_grad=True) for a in (x, w, b)]
+    g = rng.normal(size=x.shape)
+    out32, out64 = ops.layer_norm(*leaves32), ops.layer_norm(*leaves64)
+    out32.backward(g.astype(np.float32))
+    out64.backward(g)
+    np.testing.assert_allclose(out32.data, out64.data, rtol=1e-4, atol=1e-5)
+    for t32, t64 in zip(leaves32, leaves64):
+        assert t32.grad.dtype == np.float32
+        np.testing.assert_allclose(t32.grad, t64.grad, rtol=1e-4, atol=1e-3 * np.abs(t64.grad).max())
+
+
+def test_layer_norm_with_frozen_affine_or_constant_input():
+    rng = np.random.default_rng(3)
+    x, w, b = rng.normal(size=(3, 6)), rng.normal(size=6), rng.normal(size=6)
+    full = [Tensor(a, requires_grad=True) for a in (x, w, b)]
+    g = rng.normal(size=x.shape)
+    ops.layer_norm(*full).backward(g)
+    for frozen in range(3):
+        part = [Tensor(a, requires_grad=i != frozen) for i, a in enumerate((x, w, b))]
+        ops.layer_norm(*part).backward(g)
+        for i, (p, f) in enumerate(zip(part, full)):
+            if i == frozen:
+                assert p.grad is None
+            else:
+                np.testing.assert_allclose(p.grad, f.grad, rtol=1e-12)
+
+
+# --- gelu ---------------------------------------------------------------------
 
 def gelu_reference(x):
     """x Phi(x) and its derivative Phi(x) + x phi(x), elementwise from math.erf."""
@@ -166,7 +171,22 @@ def test_gelu_tails_and_forms_agree():
         ops.gelu(Tensor(x), approximate="erf")
 
 
-# --- softmax, log_softmax -------------------------------------------------------
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_float32_over_many_blocks_matches_float64(approximate, rng):
+    x = _spanning_blocks(rng, 96)
+    t32, t64 = Tensor(x, requires_grad=True), Tensor(x.astype(np.float64), requires_grad=True)
+    g = rng.normal(size=x.shape)
+    out32, out64 = ops.gelu(t32, approximate), ops.gelu(t64, approximate)
+    out32.backward(g.astype(np.float32))
+    out64.backward(g)
+    assert out32.dtype == t32.grad.dtype == np.float32
+    np.testing.assert_allclose(out32.data, out64.data, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(t32.grad, t64.grad, rtol=1e-5, atol=1e-5)
+    with no_grad():
+        np.testing.assert_array_equal(ops.gelu(t32, approximate).data, out32.data)
+
+
+# --- softmax, log_softmax -----------------------------------------------------
 
 def composed_softmax(x, axis):
     e = ops.exp(x - ops.max(x, axis=axis, keepdims=True))
@@ -196,7 +216,7 @@ def test_softmax_is_stable():
     np.testing.assert_allclose(ops.log_softmax(x).data[0], [0, -1000, -2000])
 
 
-# --- cross entropy --------------------------------------------------------------
+# --- cross entropy ------------------------------------------------------------
 
 def composed_cross_entropy(logits, q, row_weight, reduction):
     """-sum(q log_softmax(logits)) per row, weighted, from primitive ops; q is the full target distribution."""
@@ -268,23 +288,16 @@ def test_cross_entropy_matches_torch(case, reduction):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(3)
     x = rng.standard_normal((6, 5))
-    if case == "labels":
-        target = np.array([0, 4, -100, 2, 2, -100])
-        torch_target = torch.from_numpy(target)
-    else:
-        target = rng.dirichlet(np.ones(5), size=6)
-        torch_target = torch.from_numpy(target)
-    t = Tensor(x, requires_grad=True)
-    ours = ops.cross_entropy(t, target, label_smoothing=0.1, reduction=reduction)
-    ours.sum().backward()
-    tx = torch.tensor(x, requires_grad=True)
-    theirs = torch.nn.functional.cross_entropy(tx, torch_target, label_smoothing=0.1, reduction=reduction)
-    theirs.sum().backward()
-    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-12)
-    np.testing.assert_allclose(t.grad, tx.grad.numpy(), rtol=1e-12, atol=1e-15)
+    target = np.array([0, 4, -100, 2, 2, -100]) if case == "labels" else rng.dirichlet(np.ones(5), size=6)
+    torch_target = torch.from_numpy(target)
+    assert_matches_torch(
+        lambda t: ops.cross_entropy(t, target, label_smoothing=0.1, reduction=reduction),
+        lambda t: torch.nn.functional.cross_entropy(t, torch_target, label_smoothing=0.1, reduction=reduction),
+        [x], rtol=1e-12, atol=0, grad_atol=1e-15,
+    )
 
 
-# --- dropout, drop_path ---------------------------------------------------------
+# --- dropout, drop_path -------------------------------------------------------
 
 def test_dropout_mask_is_reproducible_and_scaled():
     x = Tensor(np.ones((50, 40), dtype=np.float32))
@@ -364,7 +377,7 @@ def test_drop_path_gradient(shape, p, data):
     gradcheck(lambda a: ops.drop_path(a, p, generator=generator(5)), [x])
 
 
-# --- float32 end to end ---------------------------------------------------------
+# --- float32 end to end -------------------------------------------------------
 
 FLOAT32_CASES = {
     "linear": (lambda x, w: ops.linear(x, w, w[0]), [(2, 3, 4), (4, 4)]),

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from ..tensor import Function, Tensor, as_tensor_like
-from .fused import _check_p, _keep_mask
-from .util import unbroadcast
+from ..engine import Function
+from ..tensor import Tensor, as_tensor_like
+from .util import check_probability, keep_mask, unbroadcast
 
 __all__ = ["attention_weights", "scaled_dot_product_attention"]
 
@@ -85,7 +85,7 @@ def scaled_dot_product_attention(q, k, v, bias=None, dropout_p=0.0, training=Tru
     With ``return_weights`` it returns ``(out, attention_weights(q, k, bias, scale))``:
     the softmax weights ``(..., Nq, Nk)`` before dropout, without history.
     """
-    _check_p(dropout_p)
+    check_probability(dropout_p)
     q = as_tensor_like(q)
     k, v = as_tensor_like(k, (q,)), as_tensor_like(v, (q,))
     if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.shape[-1] == k.shape[-1]
@@ -103,7 +103,7 @@ def scaled_dot_product_attention(q, k, v, bias=None, dropout_p=0.0, training=Tru
         inputs += (bias,)
     keep, drop_scale = None, 1.0
     if training and dropout_p > 0:
-        keep = _keep_mask(logits_shape, dropout_p, generator, q.device)
+        keep = keep_mask(logits_shape, dropout_p, generator, q.device)
         drop_scale = 1 / (1 - dropout_p) if dropout_p < 1 else 0.0
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     out = ScaledDotProductAttention.apply(*inputs, scale=scale, keep=keep, drop_scale=drop_scale)

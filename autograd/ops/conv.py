@@ -10,20 +10,11 @@ images are held as (C, H, W, B), batch innermost (see ``_pad``).
 """
 from __future__ import annotations
 
-from numbers import Integral
-
 from ..backend import get_array_module
-from ..tensor import Function
+from ..engine import Function
+from .util import pair
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "group_norm"]
-
-
-def _pair(v, name):
-    """An int or a pair of ints as a pair of non-negative ints."""
-    pair = (v, v) if isinstance(v, Integral) else tuple(v)
-    if len(pair) != 2 or any(int(p) != p or p < 0 for p in pair):
-        raise ValueError(f"{name} must be a non-negative int or a pair of them, not {v!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def _out_size(size, kernel, stride, padding):
@@ -123,7 +114,7 @@ class Conv2d(Function):
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D cross-correlation of ``x`` (B, C_in, H, W) with ``weight`` (C_out, C_in, kh, kw), zero padding."""
-    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    stride, padding = pair(stride, "stride"), pair(padding, "padding")
     if len(x.shape) != 4 or len(weight.shape) != 4:
         raise ValueError(
             f"conv2d takes x (B, C, H, W) and weight (C_out, C_in, kh, kw), not {x.shape} and {weight.shape}"
@@ -144,9 +135,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
 
 def _pool_args(x, kernel_size, stride, padding):
     """Check and normalise a pool's arguments as PyTorch does (padding at most half the kernel)."""
-    kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else _pair(stride, "stride")
-    padding = _pair(padding, "padding")
+    kernel = pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else pair(stride, "stride")
+    padding = pair(padding, "padding")
     if len(x.shape) != 4:
         raise ValueError(f"pooling takes x (B, C, H, W), not {x.shape}")
     if 0 in kernel or 0 in stride:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..tensor import Function
+from ..engine import Function
 from .util import unbroadcast
 
 
@@ -18,6 +18,11 @@ class Add(Function):
         return unbroadcast(g, sa), unbroadcast(g, sb)
 
 
+def add(a, b):
+    """a + b with broadcasting."""
+    return Add.apply(a, b)
+
+
 class Sub(Function):
     @staticmethod
     def forward(a, b):
@@ -27,6 +32,11 @@ class Sub(Function):
     def backward(g, cache):
         sa, sb = cache
         return unbroadcast(g, sa), unbroadcast(-g, sb)
+
+
+def sub(a, b):
+    """a - b with broadcasting."""
+    return Sub.apply(a, b)
 
 
 class Mul(Function):
@@ -39,6 +49,11 @@ class Mul(Function):
         # d(ab)/da = b, d(ab)/db = a
         a, b = cache
         return unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)
+
+
+def mul(a, b):
+    """a * b with broadcasting."""
+    return Mul.apply(a, b)
 
 
 class Div(Function):
@@ -54,6 +69,11 @@ class Div(Function):
         return unbroadcast(gb, a.shape), unbroadcast(-gb * a / b, b.shape)
 
 
+def div(a, b):
+    """a / b with broadcasting."""
+    return Div.apply(a, b)
+
+
 class Neg(Function):
     @staticmethod
     def forward(a):
@@ -62,6 +82,11 @@ class Neg(Function):
     @staticmethod
     def backward(g, cache):
         return -g
+
+
+def neg(a):
+    """-a."""
+    return Neg.apply(a)
 
 
 class Pow(Function):
@@ -76,6 +101,13 @@ class Pow(Function):
         return g * p * a ** (p - 1)
 
 
+def pow(a, exponent):
+    """a ** exponent for a constant (number) exponent."""
+    if not isinstance(exponent, (int, float)):
+        raise TypeError("pow takes a constant number as exponent; use exp(b * log(a)) for a tensor")
+    return Pow.apply(a, exponent=exponent)
+
+
 class Exp(Function):
     @staticmethod
     def forward(a):
@@ -88,6 +120,11 @@ class Exp(Function):
         return g * out
 
 
+def exp(a):
+    """e ** a."""
+    return Exp.apply(a)
+
+
 class Log(Function):
     @staticmethod
     def forward(a):
@@ -96,6 +133,11 @@ class Log(Function):
     @staticmethod
     def backward(g, a):
         return g / a
+
+
+def log(a):
+    """Natural logarithm."""
+    return Log.apply(a)
 
 
 class Sqrt(Function):
@@ -110,6 +152,11 @@ class Sqrt(Function):
         return g / (2 * out)
 
 
+def sqrt(a):
+    """Square root."""
+    return Sqrt.apply(a)
+
+
 class Tanh(Function):
     @staticmethod
     def forward(a):
@@ -120,6 +167,11 @@ class Tanh(Function):
     def backward(g, out):
         # d(tanh a)/da = 1 - tanh(a)^2
         return g * (1 - out * out)
+
+
+def tanh(a):
+    """Hyperbolic tangent."""
+    return Tanh.apply(a)
 
 
 class Maximum(Function):
@@ -135,6 +187,11 @@ class Maximum(Function):
         return unbroadcast(g * a_wins, sa), unbroadcast(g * ~a_wins, sb)
 
 
+def maximum(a, b):
+    """Elementwise maximum with broadcasting; a tie sends the gradient to ``a``."""
+    return Maximum.apply(a, b)
+
+
 class Relu(Function):
     @staticmethod
     def forward(a):
@@ -144,6 +201,11 @@ class Relu(Function):
     @staticmethod
     def backward(g, mask):
         return g * mask
+
+
+def relu(a):
+    """max(a, 0); the gradient at exactly 0 is taken as 0."""
+    return Relu.apply(a)
 
 
 class Where(Function):
@@ -161,12 +223,22 @@ class Where(Function):
         return None, unbroadcast(xp.where(cond, g, zero), sa), unbroadcast(xp.where(cond, zero, g), sb)
 
 
+def where(cond, a, b):
+    """``a`` where ``cond`` holds, else ``b`` (broadcasting); ``cond`` gets no gradient."""
+    return Where.apply(cond, a, b)
+
+
 class Greater(Function):
     differentiable = False
 
     @staticmethod
     def forward(a, b):
         return a > b, None
+
+
+def greater(a, b):
+    """a > b as a boolean tensor (no gradient)."""
+    return Greater.apply(a, b)
 
 
 class AsType(Function):
@@ -177,6 +249,11 @@ class AsType(Function):
     @staticmethod
     def backward(g, dtype):
         return g.astype(dtype)
+
+
+def astype(a, dtype):
+    """Cast to ``dtype``; the gradient is cast back."""
+    return AsType.apply(a, dtype=dtype)
 
 
 class ToDevice(Function):
@@ -191,83 +268,6 @@ class ToDevice(Function):
         from ..backend import to_device
 
         return to_device(g, device)
-
-
-def add(a, b):
-    """a + b with broadcasting."""
-    return Add.apply(a, b)
-
-
-def sub(a, b):
-    """a - b with broadcasting."""
-    return Sub.apply(a, b)
-
-
-def mul(a, b):
-    """a * b with broadcasting."""
-    return Mul.apply(a, b)
-
-
-def div(a, b):
-    """a / b with broadcasting."""
-    return Div.apply(a, b)
-
-
-def neg(a):
-    """-a."""
-    return Neg.apply(a)
-
-
-def pow(a, exponent):
-    """a ** exponent for a constant (number) exponent."""
-    if not isinstance(exponent, (int, float)):
-        raise TypeError("pow takes a constant number as exponent; use exp(b * log(a)) for a tensor")
-    return Pow.apply(a, exponent=exponent)
-
-
-def exp(a):
-    """e ** a."""
-    return Exp.apply(a)
-
-
-def log(a):
-    """Natural logarithm."""
-    return Log.apply(a)
-
-
-def sqrt(a):
-    """Square root."""
-    return Sqrt.apply(a)
-
-
-def tanh(a):
-    """Hyperbolic tangent."""
-    return Tanh.apply(a)
-
-
-def maximum(a, b):
-    """Elementwise maximum with broadcasting; a tie sends the gradient to ``a``."""
-    return Maximum.apply(a, b)
-
-
-def relu(a):
-    """max(a, 0); the gradient at exactly 0 is taken as 0."""
-    return Relu.apply(a)
-
-
-def where(cond, a, b):
-    """``a`` where ``cond`` holds, else ``b`` (broadcasting); ``cond`` gets no gradient."""
-    return Where.apply(cond, a, b)
-
-
-def greater(a, b):
-    """a > b as a boolean tensor (no gradient)."""
-    return Greater.apply(a, b)
-
-
-def astype(a, dtype):
-    """Cast to ``dtype``; the gradient is cast back."""
-    return AsType.apply(a, dtype=dtype)
 
 
 def to_device_op(a, device):

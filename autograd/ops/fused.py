@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from ..backend import get_array_module, global_generator
-from ..tensor import Function, as_tensor_like
+from ..backend import get_array_module
+from ..engine import Function
+from ..tensor import as_tensor_like
 from .special import normal_cdf
-from .util import blocks
+from .util import blocks, check_probability, keep_mask
 
 __all__ = [
     "linear", "layer_norm", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout", "drop_path",
@@ -54,6 +53,11 @@ class Linear(Function):
         if len(needs) == 2:
             return dx, dw
         return dx, dw, g2.sum(axis=0) if needs[2] else None
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, weight ``(out, in)`` as in PyTorch, x ``(..., in)``."""
+    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
 
 
 class LayerNorm(Function):
@@ -140,6 +144,12 @@ class LayerNorm(Function):
         return tuple(grads)
 
 
+def layer_norm(x, weight=None, bias=None, eps=1e-6):
+    """Normalise over the last axis to zero mean and unit variance, then scale by weight and shift by bias."""
+    affine = [t for t in (weight, bias) if t is not None]
+    return LayerNorm.apply(x, *affine, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
+
+
 class Gelu(Function):
     takes_needs_input_grad = True
 
@@ -160,6 +170,13 @@ class Gelu(Function):
     @staticmethod
     def backward(g, slope):
         return g * slope.reshape(g.shape)
+
+
+def gelu(x, approximate="none"):
+    """x Phi(x), Phi the standard normal CDF; ``approximate="tanh"`` for the tanh approximation."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    return Gelu.apply(x, approximate=approximate)
 
 
 def _gelu_erf_block(xp, x, out, slope):
@@ -219,6 +236,11 @@ class Softmax(Function):
         return dx
 
 
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along ``axis``, computed stably."""
+    return Softmax.apply(x, axis=axis)
+
+
 class LogSoftmax(Function):
     @staticmethod
     def forward(x, axis=-1):
@@ -233,6 +255,11 @@ class LogSoftmax(Function):
         out, axis = cache
         xp = get_array_module(g)
         return g - xp.exp(out) * g.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    """log(softmax(x)) along ``axis``, computed stably (no log of a rounded-to-zero probability)."""
+    return LogSoftmax.apply(x, axis=axis)
 
 
 class CrossEntropy(Function):
@@ -287,63 +314,6 @@ class CrossEntropy(Function):
         return dz.reshape(shape), None  # the targets are constants
 
 
-class DropMask(Function):
-    @staticmethod
-    def forward(x, keep, scale):
-        out = x * scale
-        out *= keep  # keep broadcasts: per element for dropout, per sample for drop-path
-        return out, (keep, scale)
-
-    @staticmethod
-    def backward(g, cache):
-        # y = x keep scale, keep and scale constants  =>  dx = g keep scale
-        keep, scale = cache
-        dx = g * scale
-        dx *= keep
-        return dx
-
-
-def _keep_mask(shape, p, generator, device):
-    """A boolean mask of ``shape`` that is True with probability 1 - p, from ``generator`` or the global one."""
-    if generator is None:
-        generator = global_generator(device)
-    return generator.random(shape, dtype=np.float32) >= p
-
-
-def _check_p(p):
-    """Raise unless p is a probability."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"drop probability must be in [0, 1], got {p}")
-
-
-def linear(x, weight, bias=None):
-    """x @ weight.T + bias, weight ``(out, in)`` as in PyTorch, x ``(..., in)``."""
-    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
-
-
-def layer_norm(x, weight=None, bias=None, eps=1e-6):
-    """Normalise over the last axis to zero mean and unit variance, then scale by weight and shift by bias."""
-    affine = [t for t in (weight, bias) if t is not None]
-    return LayerNorm.apply(x, *affine, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
-
-
-def gelu(x, approximate="none"):
-    """x Phi(x), Phi the standard normal CDF; ``approximate="tanh"`` for the tanh approximation."""
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-    return Gelu.apply(x, approximate=approximate)
-
-
-def softmax(x, axis=-1):
-    """exp(x) / sum(exp(x)) along ``axis``, computed stably."""
-    return Softmax.apply(x, axis=axis)
-
-
-def log_softmax(x, axis=-1):
-    """log(softmax(x)) along ``axis``, computed stably (no log of a rounded-to-zero probability)."""
-    return LogSoftmax.apply(x, axis=axis)
-
-
 def cross_entropy(logits, target, label_smoothing=0.0, ignore_index=-100, reduction="mean"):
     """Cross entropy of softmax(logits) ``(..., C)`` against integer labels ``(...)`` or soft targets ``(..., C)``.
 
@@ -367,21 +337,38 @@ def cross_entropy(logits, target, label_smoothing=0.0, ignore_index=-100, reduct
     )
 
 
+class DropMask(Function):
+    @staticmethod
+    def forward(x, keep, scale):
+        out = x * scale
+        out *= keep  # keep broadcasts: per element for dropout, per sample for drop-path
+        return out, (keep, scale)
+
+    @staticmethod
+    def backward(g, cache):
+        # y = x keep scale, keep and scale constants  =>  dx = g keep scale
+        keep, scale = cache
+        dx = g * scale
+        dx *= keep
+        return dx
+
+
 def dropout(x, p, training=True, generator=None):
     """Zero each element with probability p and scale the rest by 1/(1-p); the input itself when not training."""
-    _check_p(p)
-    if not training or p == 0:
-        return x
-    x = as_tensor_like(x)
-    keep = _keep_mask(x.shape, p, generator, x.device)
-    return DropMask.apply(x, keep=keep, scale=1 / (1 - p) if p < 1 else 0.0)
+    return _drop(x, p, training, generator, per_sample=False)
 
 
 def drop_path(x, p, training=True, generator=None):
     """Stochastic depth: zero whole samples (first axis) with probability p, scale the rest by 1/(1-p)."""
-    _check_p(p)
+    return _drop(x, p, training, generator, per_sample=True)
+
+
+def _drop(x, p, training, generator, per_sample):
+    """x keep / (1 - p), keep True with probability 1 - p per element or per sample; x itself when off."""
+    check_probability(p)
     if not training or p == 0:
         return x
     x = as_tensor_like(x)
-    keep = _keep_mask((x.shape[0],) + (1,) * (x.ndim - 1), p, generator, x.device)  # (B, 1, ..., 1)
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1) if per_sample else x.shape  # per sample: (B, 1, ..., 1)
+    keep = keep_mask(shape, p, generator, x.device)
     return DropMask.apply(x, keep=keep, scale=1 / (1 - p) if p < 1 else 0.0)

@@ -1,7 +1,7 @@
 """Matrix products."""
 from __future__ import annotations
 
-from ..tensor import Function
+from ..engine import Function
 from .util import unbroadcast
 
 

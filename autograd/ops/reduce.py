@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..tensor import Function
+from ..engine import Function
 from .util import expand_reduced, normalize_axes
 
 
@@ -18,6 +18,11 @@ class Sum(Function):
         shape, axes, keepdims = cache
         xp = get_array_module(g)
         return xp.broadcast_to(expand_reduced(g, shape, axes, keepdims), shape).copy()
+
+
+def sum(a, axis=None, keepdims=False):
+    """Sum over ``axis`` (None: all axes; int or tuple)."""
+    return Sum.apply(a, axis=axis, keepdims=keepdims)
 
 
 class Mean(Function):
@@ -37,6 +42,11 @@ class Mean(Function):
         return xp.broadcast_to(expand_reduced(g, shape, axes, keepdims) / n, shape).copy()
 
 
+def mean(a, axis=None, keepdims=False):
+    """Mean over ``axis``."""
+    return Mean.apply(a, axis=axis, keepdims=keepdims)
+
+
 class Max(Function):
     @staticmethod
     def forward(a, axis=None, keepdims=False):
@@ -51,6 +61,11 @@ class Max(Function):
         is_max, axes, keepdims = cache
         share = is_max / is_max.sum(axis=axes, keepdims=True)
         return expand_reduced(g, is_max.shape, axes, keepdims) * share.astype(g.dtype)
+
+
+def max(a, axis=None, keepdims=False):
+    """Maximum over ``axis``; tied maxima share the gradient equally."""
+    return Max.apply(a, axis=axis, keepdims=keepdims)
 
 
 class Var(Function):
@@ -70,21 +85,6 @@ class Var(Function):
         # because sum(a - mean) = 0, leaving 2 (a - mean) / (n - ddof)
         centred, axes, keepdims, denom = cache
         return expand_reduced(g, centred.shape, axes, keepdims) * (2 / denom) * centred
-
-
-def sum(a, axis=None, keepdims=False):
-    """Sum over ``axis`` (None: all axes; int or tuple)."""
-    return Sum.apply(a, axis=axis, keepdims=keepdims)
-
-
-def mean(a, axis=None, keepdims=False):
-    """Mean over ``axis``."""
-    return Mean.apply(a, axis=axis, keepdims=keepdims)
-
-
-def max(a, axis=None, keepdims=False):
-    """Maximum over ``axis``; tied maxima share the gradient equally."""
-    return Max.apply(a, axis=axis, keepdims=keepdims)
 
 
 def var(a, axis=None, keepdims=False, ddof=0):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import default_dtype, get_array_module
-from ..tensor import Function
+from ..engine import Function
 
 __all__ = ["interpolation_matrix", "resize_2d"]
 

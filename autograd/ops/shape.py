@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from ..tensor import Function, Tensor
+from ..engine import Function
+from ..tensor import Tensor
 from .util import unbroadcast
 
 
@@ -16,6 +17,11 @@ class Reshape(Function):
     @staticmethod
     def backward(g, in_shape):
         return g.reshape(in_shape)
+
+
+def reshape(a, shape):
+    """The same elements in a new shape (one axis may be -1)."""
+    return Reshape.apply(a, shape=tuple(shape))
 
 
 class Transpose(Function):
@@ -30,6 +36,24 @@ class Transpose(Function):
         return g.transpose(tuple(np.argsort(axes)))
 
 
+def transpose(a, axes=None):
+    """Permute the axes (reverse them when ``axes`` is None)."""
+    return Transpose.apply(a, axes=None if axes is None else tuple(axes))
+
+
+def permute(a, axes):
+    """Permute the axes into ``axes`` order."""
+    return transpose(a, axes)
+
+
+def swapaxes(a, axis1, axis2):
+    """Exchange two axes."""
+    ndim = len(a.shape)
+    axes = list(range(ndim))
+    axes[axis1 % ndim], axes[axis2 % ndim] = axes[axis2 % ndim], axes[axis1 % ndim]
+    return transpose(a, axes)
+
+
 class BroadcastTo(Function):
     @staticmethod
     def forward(a, shape):
@@ -39,6 +63,11 @@ class BroadcastTo(Function):
     @staticmethod
     def backward(g, in_shape):
         return unbroadcast(g, in_shape)
+
+
+def broadcast_to(a, shape):
+    """Broadcast to ``shape``; the backward sums over the stretched axes."""
+    return BroadcastTo.apply(a, shape=tuple(shape))
 
 
 class Concatenate(Function):
@@ -57,6 +86,11 @@ class Concatenate(Function):
         return tuple(xp.split(g, bounds, axis=axis))
 
 
+def concatenate(tensors, axis=0):
+    """Join tensors along an existing axis."""
+    return Concatenate.apply(*tensors, axis=axis)
+
+
 class Stack(Function):
     @staticmethod
     def forward(*arrays, axis=0):
@@ -68,6 +102,11 @@ class Stack(Function):
         axis, n = cache
         xp = get_array_module(g)
         return tuple(xp.squeeze(part, axis=axis) for part in xp.split(g, n, axis=axis))
+
+
+def stack(tensors, axis=0):
+    """Join tensors along a new axis."""
+    return Stack.apply(*tensors, axis=axis)
 
 
 class Split(Function):
@@ -98,6 +137,26 @@ class Split(Function):
         return out
 
 
+def split(a, indices_or_sections, axis=0):
+    """Split into a list of tensors, like ``numpy.split``; the backward joins the pieces' gradients in one go."""
+    n = a.shape[axis]
+    if isinstance(indices_or_sections, int):
+        if n % indices_or_sections:
+            raise ValueError(f"axis of length {n} does not split into {indices_or_sections} equal parts")
+        bounds = range(n // indices_or_sections, n, n // indices_or_sections)
+    else:
+        bounds = [int(i) for i in indices_or_sections]
+        if any(i < 0 for i in bounds) or bounds != sorted(bounds):
+            raise ValueError(f"split indices must be non-negative and non-decreasing, got {bounds}")
+    return list(Split.apply(a, bounds=tuple(int(b) for b in bounds), axis=axis % len(a.shape), squeeze=False))
+
+
+def unbind(a, axis=0):
+    """The slices of ``a`` along ``axis``, that axis removed (``q, k, v = unbind(qkv, axis=2)``)."""
+    axis = axis % len(a.shape)
+    return Split.apply(a, bounds=tuple(range(1, a.shape[axis])), axis=axis, squeeze=True)
+
+
 class GetItem(Function):
     @staticmethod
     def forward(a, index):
@@ -120,6 +179,17 @@ class GetItem(Function):
         return out
 
 
+def getitem(a, index):
+    """``a[index]``: slices, ints, None, Ellipsis and integer-array gathers."""
+    if isinstance(index, Tensor):
+        index = index.data
+    elif isinstance(index, tuple):
+        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    elif isinstance(index, list):
+        index = np.asarray(index)
+    return GetItem.apply(a, index=index)
+
+
 def _is_basic_index(index) -> bool:
     """True when ``index`` uses only ints, slices, None and Ellipsis (so no element repeats)."""
     items = index if isinstance(index, tuple) else (index,)
@@ -139,75 +209,6 @@ class Pad(Function):
         shape, pad_width = cache
         window = tuple(slice(before, before + n) for (before, _), n in zip(pad_width, shape))
         return g[window]
-
-
-def reshape(a, shape):
-    """The same elements in a new shape (one axis may be -1)."""
-    return Reshape.apply(a, shape=tuple(shape))
-
-
-def transpose(a, axes=None):
-    """Permute the axes (reverse them when ``axes`` is None)."""
-    return Transpose.apply(a, axes=None if axes is None else tuple(axes))
-
-
-def permute(a, axes):
-    """Permute the axes into ``axes`` order."""
-    return transpose(a, axes)
-
-
-def swapaxes(a, axis1, axis2):
-    """Exchange two axes."""
-    ndim = len(a.shape)
-    axes = list(range(ndim))
-    axes[axis1 % ndim], axes[axis2 % ndim] = axes[axis2 % ndim], axes[axis1 % ndim]
-    return transpose(a, axes)
-
-
-def broadcast_to(a, shape):
-    """Broadcast to ``shape``; the backward sums over the stretched axes."""
-    return BroadcastTo.apply(a, shape=tuple(shape))
-
-
-def concatenate(tensors, axis=0):
-    """Join tensors along an existing axis."""
-    return Concatenate.apply(*tensors, axis=axis)
-
-
-def stack(tensors, axis=0):
-    """Join tensors along a new axis."""
-    return Stack.apply(*tensors, axis=axis)
-
-
-def split(a, indices_or_sections, axis=0):
-    """Split into a list of tensors, like ``numpy.split``; the backward joins the pieces' gradients in one go."""
-    n = a.shape[axis]
-    if isinstance(indices_or_sections, int):
-        if n % indices_or_sections:
-            raise ValueError(f"axis of length {n} does not split into {indices_or_sections} equal parts")
-        bounds = range(n // indices_or_sections, n, n // indices_or_sections)
-    else:
-        bounds = [int(i) for i in indices_or_sections]
-        if any(i < 0 for i in bounds) or bounds != sorted(bounds):
-            raise ValueError(f"split indices must be non-negative and non-decreasing, got {bounds}")
-    return list(Split.apply(a, bounds=tuple(int(b) for b in bounds), axis=axis % len(a.shape), squeeze=False))
-
-
-def unbind(a, axis=0):
-    """The slices of ``a`` along ``axis``, that axis removed (``q, k, v = unbind(qkv, axis=2)``)."""
-    axis = axis % len(a.shape)
-    return Split.apply(a, bounds=tuple(range(1, a.shape[axis])), axis=axis, squeeze=True)
-
-
-def getitem(a, index):
-    """``a[index]``: slices, ints, None, Ellipsis and integer-array gathers."""
-    if isinstance(index, Tensor):
-        index = index.data
-    elif isinstance(index, tuple):
-        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    elif isinstance(index, list):
-        index = np.asarray(index)
-    return GetItem.apply(a, index=index)
 
 
 def pad(a, pad_width, value=0.0):

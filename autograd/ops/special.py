@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
+from .util import blocks
 
 __all__ = ["erf", "normal_cdf"]
 
@@ -58,12 +59,6 @@ _BETA = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7
 _PHI_NUM = tuple(c / 2 ** (len(_ALPHA) - 1 - i) / (2 * 2**0.5) for i, c in enumerate(_ALPHA))
 _PHI_DEN = tuple(c / 2 ** (len(_BETA) - 1 - i) for i, c in enumerate(_BETA))
 _PHI_T_MAX = 32.0  # x^2 where Eigen's clamp |z| <= 4 sets in
-
-# Elements per block: the dozens of elementwise passes of the rational functions then
-# run over a few temporaries that stay in the CPU cache, about twice as fast as
-# whole-array passes over activations of tens of megabytes.
-_BLOCK = 1 << 15
-
 
 def _ratio(t, num, den):
     """num(t) / den(t), both by Horner's rule in place on one temporary each."""
@@ -145,8 +140,9 @@ def erf(x):
     erf_block = _erf_float32_block if x.dtype == np.float32 else _erf_float64_block
     out = np.empty(x.shape, dtype=x.dtype)  # C order, so that its reshape(-1) is a view
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-    for start in range(0, x.size, _BLOCK):
-        block = slice(start, start + _BLOCK)
+    # in cache-sized blocks, the dozens of passes of the rational functions run over a few
+    # temporaries that stay in the CPU cache: about twice as fast as whole-array passes
+    for block in blocks(x.size, 1, np):
         flat_out[block] = erf_block(flat_x[block])
     return out
 

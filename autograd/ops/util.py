@@ -1,7 +1,11 @@
-"""Helpers shared by the ops: broadcasting's backward, axes, and cache-sized blocks."""
+"""Helpers shared by the ops (and the layers of nn.py): broadcasting's backward, axes, argument checks, cache-sized blocks."""
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
+
+from ..backend import global_generator
 
 # Elements per block of ``blocks``: a block and the few temporaries an op makes of it
 # stay in the CPU's L2 cache, so the dozen elementwise passes of a fused op over a block
@@ -50,3 +54,25 @@ def blocks(n, item_size, xp):
         return [slice(None)]
     step = max(1, BLOCK // max(item_size, 1))
     return [slice(i, i + step) for i in range(0, n, step)]
+
+
+def pair(v, name):
+    """An int or a pair of ints (a kernel size, stride or padding) as a pair of non-negative ints."""
+    both = (v, v) if isinstance(v, Integral) else tuple(v)
+    if len(both) != 2 or any(int(p) != p or p < 0 for p in both):
+        raise ValueError(f"{name} must be a non-negative int or a pair of them, not {v!r}")
+    return int(both[0]), int(both[1])
+
+
+def check_probability(p):
+    """``p`` itself if it is a drop probability, in [0, 1]; else a ValueError."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"drop probability must be in [0, 1], got {p}")
+    return p
+
+
+def keep_mask(shape, p, generator, device):
+    """A boolean mask of ``shape``, True with probability 1 - p, from ``generator`` or the global one of ``device``."""
+    if generator is None:
+        generator = global_generator(device)
+    return generator.random(shape, dtype=np.float32) >= p
