@@ -1,0 +1,268 @@
+"""The kernel registry: CUDA sources, their launchers and NumPy twins, and the self-check at first use.
+
+A fused kernel is three things side by side: its CUDA source (plain C++ for a
+``cupy.RawModule``, so ``nvcc -ptx`` compiles exactly what NVRTC will), a launcher with
+the same signature as its twin, and the twin, written in xp-generic NumPy from the
+existing ops' math: the reference and the fallback. ``get(name, dtype)`` hands out the
+launcher only when three things hold: CuPy is loaded, the dtype is one the source is
+instantiated for, and the kernel's self-check passed in this process. The self-check
+runs the kernel once on a small random input from its ``sample`` and compares it with
+the twin computed in float64 on the host, to a tolerance per dtype; a mismatch (or a
+compile error) warns once, naming the kernel and its error, and ``get`` answers None
+for the rest of the process, so the caller takes its CuPy path and a wrong kernel
+never trains a model.
+
+On the CuPy stand-in of tests/fakecupy.py no CUDA runs: a kernel's launcher is its
+twin, run through the stand-in's ``as_one_launch``, so it counts as the one launch the
+kernel would be.
+
+Source layout: every source is the shared PRELUDE, then the family's dtype-independent
+``common`` part, then its ``body`` once per dtype with ``scalar_t`` defined and every
+kernel named ``NAME(base)``, which becomes ``base_f32``, ``base_f16`` or ``base_bf16``.
+Arithmetic is float32 throughout; ``ld``/``st`` convert on load and store.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .. import backend
+
+# dtype name -> (C type, kernel-name suffix)
+CTYPES = {"float32": ("float", "f32"), "float16": ("__half", "f16"), "bfloat16": ("__nv_bfloat16", "bf16")}
+
+# Every tolerance below is (atol, rtol) against the float64 twin: float32 kernels differ
+# by rounding order only; float16 and bfloat16 inputs are rounded, then computed in
+# float32 and rounded once more on the store (bfloat16 keeps 8 mantissa bits to float16's 11).
+TOLERANCES = {"float32": (1e-5, 1e-4), "float16": (2e-3, 2e-3), "bfloat16": (2e-2, 2e-2)}
+
+PRELUDE = r"""
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#define NPVIT_CAT2(a, b) a##_##b
+#define NPVIT_CAT(a, b) NPVIT_CAT2(a, b)
+#define NAME(base) NPVIT_CAT(base, SUFFIX)
+
+__device__ __forceinline__ float ld(float v) { return v; }
+__device__ __forceinline__ float ld(__half v) { return __half2float(v); }
+__device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ void st(float* p, float v) { *p = v; }
+__device__ __forceinline__ void st(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void st(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// Block-wide sum and max for row kernels (one block per row, blockDim.x a multiple of
+// 32, at most 1024): a butterfly within each warp, one value per warp through shared
+// memory, a butterfly over those; every thread gets the result. The leading barrier
+// lets a kernel call them twice in a row without a warp overwriting what another reads.
+__device__ float block_sum(float v) {
+    __shared__ float part[32];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+    __syncthreads();
+    v = (threadIdx.x & 31) < (blockDim.x >> 5) ? part[threadIdx.x & 31] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ float block_max(float v) {
+    __shared__ float part[32];
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+    __syncthreads();
+    v = (threadIdx.x & 31) < (blockDim.x >> 5) ? part[threadIdx.x & 31] : -INFINITY;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// grid-stride loop over n elements, for the elementwise kernels
+#define FOR_EACH(i, n) \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
+         i += (long long)blockDim.x * gridDim.x)
+"""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One family's CUDA source: ``common`` once, ``body`` once per dtype (see the module docstring)."""
+
+    family: str
+    common: str
+    body: str
+
+    def text(self, dtypes=tuple(CTYPES)) -> str:
+        """The whole translation unit, the body instantiated for each of ``dtypes``."""
+        parts = [PRELUDE, self.common]
+        for name in dtypes:
+            ctype, suffix = CTYPES[name]
+            parts.append(f"#define scalar_t {ctype}\n#define SUFFIX {suffix}\n{self.body}\n#undef scalar_t\n#undef SUFFIX\n")
+        return "\n".join(parts)
+
+
+@dataclass
+class Kernel:
+    """A registry entry: the launcher ``launch(function, *args)`` and its ``twin(*args)``.
+
+    ``function(dtype, base)`` gives the launcher the compiled kernel ``base_<suffix>``;
+    ``sample(rng, dtype)`` makes the self-check's cases: a list of argument tuples, small
+    host inputs (arrays in ``dtype`` where the kernel reads ``scalar_t``). Both return an array or a tuple of arrays;
+    in-place kernels (the optimizers) return the buffers they changed.
+    """
+
+    name: str
+    source: Source
+    launch: Callable
+    twin: Callable
+    sample: Callable
+    dtypes: tuple = tuple(CTYPES)
+    tolerances: dict = field(default_factory=lambda: dict(TOLERANCES))
+
+
+KERNELS: dict = {}
+_verdicts: dict = {}  # name -> Verdict, the self-check's result, once per process
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A kernel's self-check: passed or not, and one line saying why."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def register(kernel: Kernel) -> Kernel:
+    """Add a kernel to the registry (each name once)."""
+    if kernel.name in KERNELS:
+        raise ValueError(f"kernel {kernel.name!r} registered twice")
+    KERNELS[kernel.name] = kernel
+    return kernel
+
+
+def _cupy():
+    """The loaded cupy module (or its stand-in), None while only NumPy is in use."""
+    return backend._cupy
+
+
+def _on_standin(cupy) -> bool:
+    return hasattr(cupy, "STANDIN_API")
+
+
+@functools.lru_cache(maxsize=None)
+def _module(family: str):
+    """The family's RawModule, compiled by NVRTC on first use (CuPy caches the binary on disk)."""
+    cupy = _cupy()
+    source = next(k.source for k in KERNELS.values() if k.source.family == family)
+    return cupy.RawModule(code=source.text(), options=("--std=c++14",))
+
+
+def _function(source: Source, dtype, base: str):
+    """The compiled kernel ``base`` of ``source`` for ``dtype``."""
+    return _module(source.family).get_function(f"{base}_{CTYPES[np.dtype(dtype).name][1]}")
+
+
+def _callable(kernel: Kernel, cupy):
+    """What ``get`` hands out: the CUDA launcher, or on the stand-in the twin counted as one launch."""
+    if _on_standin(cupy):
+        return functools.partial(cupy.as_one_launch, kernel.twin)
+    return functools.partial(kernel.launch, functools.partial(_function, kernel.source))
+
+
+def available_dtypes(kernel: Kernel) -> list:
+    """The kernel's dtypes that NumPy can represent here (bfloat16 needs ml_dtypes)."""
+    out = []
+    for name in kernel.dtypes:
+        try:
+            out.append(np.dtype(name))
+        except TypeError:
+            continue
+    return out
+
+
+def _as_tuple(r):
+    return r if isinstance(r, tuple) else (r,)
+
+
+def _to_device(a, cupy):
+    return cupy.asarray(a) if isinstance(a, np.ndarray) else a
+
+
+def _float64(a):
+    return a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
+
+
+def check(name: str, seed: int = 0) -> Verdict:
+    """Run kernel ``name`` against its twin on a small random input in every available dtype; cached per process.
+
+    The twin runs in float64 on the host on the same (rounded) inputs. On a mismatch
+    or an error it warns one line and the kernel stays off for the rest of the process.
+    """
+    if name in _verdicts:
+        return _verdicts[name]
+    kernel, cupy = KERNELS[name], _cupy()
+    if cupy is None:
+        raise RuntimeError(f"kernel {name!r}: no GPU in use, nothing to check")
+    run = _callable(kernel, cupy)
+    checked = []
+    try:
+        for dtype in available_dtypes(kernel):
+            atol, rtol = kernel.tolerances[dtype.name]
+            for case, args in enumerate(kernel.sample(np.random.default_rng(seed), dtype)):
+                got = _as_tuple(run(*[_to_device(a, cupy) for a in args]))
+                want = _as_tuple(kernel.twin(*[_float64(a) for a in args]))
+                for i, (g, w) in enumerate(zip(got, want)):
+                    g = backend.to_numpy(g).astype(np.float64)
+                    err = np.abs(g - w)
+                    bad = ~(err <= atol + rtol * np.abs(w)) & ~(np.isnan(g) & np.isnan(w))  # NaN only where the twin's is
+                    if bad.any():
+                        return _fail(Verdict(name, False, f"{dtype.name} case {case} output {i}: max error "
+                                                          f"{np.nanmax(err):.3g} (atol {atol:g}, rtol {rtol:g}), "
+                                                          f"{int(bad.sum())} of {g.size} off"))
+            checked.append(dtype.name)
+    except Exception as e:  # a compile or launch error is a failed check, not a crash
+        return _fail(Verdict(name, False, " ".join(f"{type(e).__name__}: {e}".split())[:300]))
+    _verdicts[name] = Verdict(name, True, "matches its twin in " + ", ".join(checked))
+    return _verdicts[name]
+
+
+def _fail(verdict: Verdict) -> Verdict:
+    """Record a failed check and warn once: the kernel is replaced by its twin for the rest of the process."""
+    _verdicts[verdict.name] = verdict
+    warnings.warn(f"fused kernel {verdict.name} disagrees with its NumPy twin ({verdict.detail}); "
+                  f"using the twin for the rest of this process", RuntimeWarning, stacklevel=3)
+    return verdict
+
+
+def get(name: str, dtype=np.float32):
+    """The fused kernel ``name`` for arrays of ``dtype`` if it may be used, else None (the caller's own path).
+
+    None on the CPU, for a dtype the source is not instantiated for, and when the
+    kernel's self-check failed; the first call on a GPU runs that check.
+    """
+    kernel, cupy = KERNELS[name], _cupy()
+    if cupy is None or np.dtype(dtype).name not in kernel.dtypes:
+        return None
+    if not check(name).ok:
+        return None
+    return _callable(kernel, cupy)
+
+
+def reset() -> None:
+    """Forget every self-check verdict and compiled module (for tests and a switch of device)."""
+    _verdicts.clear()
+    _module.cache_clear()
+
+
+def grid_for(n: int, threads: int = 256) -> tuple:
+    """A 1-D grid for a grid-stride loop over n elements: enough blocks to fill a GPU, no more."""
+    return (max(1, min((n + threads - 1) // threads, 8192)),)
+
+
+def row_threads(width: int) -> int:
+    """Threads per block for a row kernel over rows of ``width``: a multiple of 32, at most 1024."""
+    return min(1024, max(32, (width + 31) // 32 * 32))
