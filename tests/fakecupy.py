@@ -11,6 +11,8 @@ CPU forgives, which is where GPU bugs hide:
   the real package when it imports), and CuPy's device generator (``random.default_rng``
   gives a ``random.Generator`` with CuPy's 18 methods only: no ``normal``, ``choice``,
   ``permutation`` or ``shuffle``);
+- a fused kernel of autograd/kernels runs its NumPy twin through ``as_one_launch``, which
+  counts the one launch the kernel would be and none of the twin's own;
 - ``meter`` counts array-op launches and host syncs (``.get()``, ``asnumpy``, ``float()``,
   ``int()``, ``bool()``, ``.item()``, ``.tolist()``, printing, synchronising) and uploads
   (host-to-device copies), each by the caller's ``file:line`` outside this module.
@@ -29,7 +31,7 @@ from collections import Counter as _Counter
 
 import numpy as np
 
-STANDIN_API = ("STANDIN_API", "meter", "install", "mode", "Meter")
+STANDIN_API = ("STANDIN_API", "meter", "install", "mode", "Meter", "as_one_launch")
 __version__ = "14.2.0"
 mode = "1"  # the value of NPVIT_FAKE_CUPY; install() sets it
 _THIS = os.path.abspath(__file__)
@@ -41,6 +43,7 @@ class Meter:
 
     def __init__(self):
         self.launches, self.syncs, self.uploads = _Counter(), _Counter(), _Counter()
+        self.quiet = 0  # > 0 inside as_one_launch: the twin's own launches are not the device's
 
     def reset(self):
         """Forget every count."""
@@ -56,7 +59,8 @@ class Meter:
         return f"{os.path.relpath(f.f_code.co_filename, _ROOT)}:{f.f_lineno}"
 
     def launch(self):
-        self.launches[self._site()] += 1
+        if not self.quiet:
+            self.launches[self._site()] += 1
 
     def sync(self):
         self.syncs[self._site()] += 1
@@ -388,6 +392,19 @@ def asnumpy(a, stream=None, order="C", out=None, *, blocking=True):
     if isinstance(a, ndarray):
         return a.get(order=order)
     return np.asarray(a, order=order)
+
+
+def as_one_launch(twin, *args, **kwargs):
+    """Run a fused kernel's NumPy twin on device arrays as the kernel: one launch, at the caller's line.
+
+    Syncs and uploads inside the twin still count: the kernel would have none.
+    """
+    meter.launch()
+    meter.quiet += 1
+    try:
+        return twin(*args, **kwargs)
+    finally:
+        meter.quiet -= 1
 
 
 def get_array_module(*args):

@@ -35,24 +35,28 @@ from .. import backend
 # dtype name -> (C type, kernel-name suffix)
 CTYPES = {"float32": ("float", "f32"), "float16": ("__half", "f16"), "bfloat16": ("__nv_bfloat16", "bf16")}
 
-# Every tolerance below is (atol, rtol) against the float64 twin: float32 kernels differ
-# by rounding order only; float16 and bfloat16 inputs are rounded, then computed in
-# float32 and rounded once more on the store (bfloat16 keeps 8 mantissa bits to float16's 11).
-TOLERANCES = {"float32": (1e-5, 1e-4), "float16": (2e-3, 2e-3), "bfloat16": (2e-2, 2e-2)}
+# Every tolerance below is (atol, rtol) against the float64 twin on the same rounded
+# inputs: float32 kernels differ by rounding order only; float16 and bfloat16 ones
+# compute in float32 and round once on the store (bfloat16 keeps 8 mantissa bits to
+# float16's 11), a few units in the last place where a twin computing in float16 (the
+# stand-in's) rounds at every step. A wrong kernel is off by far more.
+TOLERANCES = {"float32": (1e-5, 1e-4), "float16": (5e-3, 5e-3), "bfloat16": (3e-2, 3e-2)}
 
 PRELUDE = r"""
 #include <cuda_fp16.h>
-#include <cuda_bf16.h>
 #define NPVIT_CAT2(a, b) a##_##b
 #define NPVIT_CAT(a, b) NPVIT_CAT2(a, b)
 #define NAME(base) NPVIT_CAT(base, SUFFIX)
 
 __device__ __forceinline__ float ld(float v) { return v; }
 __device__ __forceinline__ float ld(__half v) { return __half2float(v); }
-__device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ void st(float* p, float v) { *p = v; }
 __device__ __forceinline__ void st(__half* p, float v) { *p = __float2half_rn(v); }
+#ifdef NPVIT_BF16
+#include <cuda_bf16.h>
+__device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ void st(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+#endif
 
 // Block-wide sum and max for row kernels (one block per row, blockDim.x a multiple of
 // 32, at most 1024): a butterfly within each warp, one value per warp through shared
@@ -96,8 +100,8 @@ class Source:
     body: str
 
     def text(self, dtypes=tuple(CTYPES)) -> str:
-        """The whole translation unit, the body instantiated for each of ``dtypes``."""
-        parts = [PRELUDE, self.common]
+        """The whole translation unit, the body instantiated for each of ``dtypes`` (bfloat16's header only for it)."""
+        parts = ["#define NPVIT_BF16\n" if "bfloat16" in dtypes else "", PRELUDE, self.common]
         for name in dtypes:
             ctype, suffix = CTYPES[name]
             parts.append(f"#define scalar_t {ctype}\n#define SUFFIX {suffix}\n{self.body}\n#undef scalar_t\n#undef SUFFIX\n")
@@ -154,16 +158,19 @@ def _on_standin(cupy) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _module(family: str):
-    """The family's RawModule, compiled by NVRTC on first use (CuPy caches the binary on disk)."""
-    cupy = _cupy()
-    source = next(k.source for k in KERNELS.values() if k.source.family == family)
-    return cupy.RawModule(code=source.text(), options=("--std=c++14",))
+def _module(source: Source, dtype_name: str):
+    """The family's RawModule for one dtype, compiled by NVRTC on first use (CuPy caches the binary on disk).
+
+    One module per dtype, so that a toolkit whose NVRTC lacks a header (cuda_bf16.h)
+    costs that dtype only.
+    """
+    return _cupy().RawModule(code=source.text((dtype_name,)), options=("--std=c++14",))
 
 
 def _function(source: Source, dtype, base: str):
     """The compiled kernel ``base`` of ``source`` for ``dtype``."""
-    return _module(source.family).get_function(f"{base}_{CTYPES[np.dtype(dtype).name][1]}")
+    name = np.dtype(dtype).name
+    return _module(source, name).get_function(f"{base}_{CTYPES[name][1]}")
 
 
 def _callable(kernel: Kernel, cupy):
@@ -208,7 +215,7 @@ def check(name: str, seed: int = 0) -> Verdict:
     if cupy is None:
         raise RuntimeError(f"kernel {name!r}: no GPU in use, nothing to check")
     run = _callable(kernel, cupy)
-    checked = []
+    checked, failure = [], None
     try:
         for dtype in available_dtypes(kernel):
             atol, rtol = kernel.tolerances[dtype.name]
@@ -219,13 +226,14 @@ def check(name: str, seed: int = 0) -> Verdict:
                     g = backend.to_numpy(g).astype(np.float64)
                     err = np.abs(g - w)
                     bad = ~(err <= atol + rtol * np.abs(w)) & ~(np.isnan(g) & np.isnan(w))  # NaN only where the twin's is
-                    if bad.any():
-                        return _fail(Verdict(name, False, f"{dtype.name} case {case} output {i}: max error "
-                                                          f"{np.nanmax(err):.3g} (atol {atol:g}, rtol {rtol:g}), "
-                                                          f"{int(bad.sum())} of {g.size} off"))
+                    if bad.any() and failure is None:
+                        failure = (f"{dtype.name} case {case} output {i}: max error {np.nanmax(err):.3g} "
+                                   f"(atol {atol:g}, rtol {rtol:g}), {int(bad.sum())} of {g.size} off")
             checked.append(dtype.name)
     except Exception as e:  # a compile or launch error is a failed check, not a crash
-        return _fail(Verdict(name, False, " ".join(f"{type(e).__name__}: {e}".split())[:300]))
+        failure = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+    if failure is not None:
+        return _fail(Verdict(name, False, failure))
     _verdicts[name] = Verdict(name, True, "matches its twin in " + ", ".join(checked))
     return _verdicts[name]
 

@@ -1,0 +1,317 @@
+"""Fused kernels (autograd/kernels): each CUDA source compiles, each twin is the existing op, each launcher
+passes what its kernel's signature takes, and on the stand-in each kernel is one launch and a wrong one
+falls back to its twin.
+
+The sources are plain C++ for ``cupy.RawModule`` (no ElementwiseKernel): CuPy hands a
+RawModule's code to NVRTC as it is, so ``nvcc -ptx`` on the same text, per dtype as the
+registry compiles it, checks what the GPU will compile. An ElementwiseKernel's body
+would only compile inside the loop and declarations CuPy generates around it, which
+a test could imitate but not prove faithful.
+"""
+import functools
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from autograd import Tensor, backend, kernels, ops, optim
+from autograd.kernels import cross_entropy, dropout, gelu, layer_norm, registry, softmax
+from autograd.kernels import optim as koptim
+from autograd.ops.fused import DropMask
+from checking import outputs_and_grads, upstream
+from test_gpu_path import gpu  # noqa: F401  (the stand-in fixture)
+
+
+def _nvcc():
+    found = shutil.which("nvcc")
+    return found or next(iter(sorted(glob.glob("/usr/local/cuda*/bin/nvcc"))), None)
+
+
+NVCC = _nvcc()
+ARCHS = ("sm_80", "sm_90")
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry():
+    """Every test starts with no self-check verdicts and ends without leaving any."""
+    kernels.reset()
+    yield
+    kernels.reset()
+
+
+# --- every source compiles, as the registry compiles it (one module per dtype) --------------
+def _entries(source):
+    return re.findall(r"NAME\((\w+)\)", source.body)
+
+
+@functools.lru_cache(maxsize=None)
+def _ptx(family, arch, tmp):
+    source = next(k.source for k in kernels.KERNELS.values() if k.source.family == family)
+    files = []
+    for dtype in registry.CTYPES:
+        path = os.path.join(tmp, f"{family}_{dtype}.cu")
+        with open(path, "w") as f:
+            f.write(source.text((dtype,)))
+        files.append(path)
+    out = os.path.join(tmp, arch)
+    os.makedirs(out, exist_ok=True)
+    run = subprocess.run([NVCC, f"-arch={arch}", "-ptx", "--std=c++14", "-Werror", "all-warnings", *files,
+                          "--output-directory", out], capture_output=True, text=True)
+    return run.returncode, run.stderr, {d: open(os.path.join(out, f"{family}_{d}.ptx")).read()
+                                        for d in registry.CTYPES if run.returncode == 0}
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not found on PATH nor in /usr/local/cuda*/bin: no CUDA toolkit")
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", sorted(kernels.KERNELS))
+def test_the_kernel_source_compiles_with_nvcc(name, arch, tmp_path_factory):
+    source = kernels.KERNELS[name].source
+    code, err, ptx = _ptx(source.family, arch, str(tmp_path_factory.getbasetemp()))
+    assert code == 0, err
+    for dtype, (_, suffix) in registry.CTYPES.items():
+        for base in _entries(source):
+            assert f".entry {base}_{suffix}(" in ptx[dtype], f"{base}_{suffix} missing from the {arch} PTX"
+
+
+# --- each twin is the existing op, forward and backward, in float64 -------------------------
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _close(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_twins_are_ops_gelu(approximate):
+    x = _rng().normal(0, 3, (4, 9))
+    out, (dx,) = outputs_and_grads(lambda t: ops.gelu(t, approximate), [x])
+    _close(gelu.gelu_forward(x, approximate), out)
+    _close(gelu.gelu_backward(upstream(out.shape, x.dtype), x, approximate), dx)
+
+
+def test_layer_norm_twins_are_ops_layer_norm():
+    rng = _rng()
+    x, w, b = rng.standard_normal((3, 5, 8)) + 1, rng.standard_normal(8), rng.standard_normal(8)
+    out, (dx, dw, db) = outputs_and_grads(lambda *t: ops.layer_norm(*t, eps=1e-5), [x, w, b])
+    y, mean, rstd = layer_norm.layer_norm_forward(x, w, b, 1e-5)
+    _close(y, out)
+    _close(mean, x.mean(-1).ravel())
+    _close(rstd, 1 / np.sqrt(x.var(-1).ravel() + 1e-5))
+    for got, want in zip(layer_norm.layer_norm_backward(upstream(out.shape, x.dtype), x, mean, rstd, w),
+                         (dx, dw, db)):
+        _close(got, want)
+
+
+def test_softmax_twins_are_ops_softmax_of_the_scaled_masked_logits():
+    rng = _rng()
+    x, mask = rng.standard_normal((2, 3, 4, 6)), rng.standard_normal((4, 6))
+    out, (dx, dmask) = outputs_and_grads(lambda a, m: ops.softmax(a * 0.3 + m), [x, mask])
+    p = softmax.softmax_forward(x, 0.3, mask)
+    _close(p, out)
+    g = upstream(out.shape, x.dtype)
+    _close(softmax.softmax_backward(g, p, 0.3), dx)
+    _close(softmax.softmax_backward(g, p).sum(axis=(0, 1)), dmask)
+    _close(softmax.softmax_forward(x), ops.softmax(Tensor(x)).data)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_cross_entropy_twins_are_ops_cross_entropy(eps):
+    rng = _rng()
+    logits, labels = rng.normal(0, 2, (7, 5)), np.array([0, 4, -100, 2, 2, 1, 3])
+    out, (dz,) = outputs_and_grads(lambda z: ops.cross_entropy(z, labels, eps, reduction="none"), [logits])
+    loss, lse = cross_entropy.cross_entropy_forward(logits, labels, eps)
+    _close(loss, out)
+    assert loss[2] == 0
+    _close(lse, np.log(np.exp(logits).sum(1)))
+    _close(cross_entropy.cross_entropy_backward(upstream(out.shape, logits.dtype), logits, lse, labels, eps), dz)
+    mean = Tensor(logits, requires_grad=True)
+    ops.cross_entropy(mean, labels, eps).backward()  # "mean": one g, 1/count, for every row
+    _close(cross_entropy.cross_entropy_backward(np.array(1 / 6), logits, lse, labels, eps), mean.grad)
+
+
+def test_philox_matches_the_random123_known_answers():
+    zero, ones = np.zeros(1, np.uint64), np.full(1, 2**64 - 1, np.uint64)
+    assert dropout.philox_word(np, 0, zero, 0)[0] == 0x6627E8D5
+    assert dropout.philox_word(np, 2**64 - 1, ones, 2**64 - 1)[0] == 0x408F276D
+
+
+def test_the_dropout_mask_is_a_function_of_seed_and_offset_and_keeps_1_minus_p():
+    keep = dropout.keep_mask(np, (400, 500), 0.3, seed=11, offset=2)
+    assert abs(keep.mean() - 0.7) < 0.005
+    np.testing.assert_array_equal(keep, dropout.keep_mask(np, (400, 500), 0.3, seed=11, offset=2))
+    assert (keep != dropout.keep_mask(np, (400, 500), 0.3, seed=11, offset=3)).mean() > 0.3
+    assert dropout.keep_mask(np, (10,), 0.0, 1, 0).all() and not dropout.keep_mask(np, (10,), 1.0, 1, 0).any()
+
+
+def test_dropout_residual_twins_are_the_residual_plus_ops_drop_mask():
+    rng = _rng()
+    x, r = rng.standard_normal((3, 50)), rng.standard_normal((3, 50))
+    keep = dropout.keep_mask(np, x.shape, 0.25, 5, 9)
+    out, (dx, dr) = outputs_and_grads(lambda a, b: b + DropMask.apply(a, keep=keep, scale=1 / 0.75), [x, r])
+    _close(dropout.dropout_residual_forward(x, r, 0.25, 5, 9), out)
+    g = upstream(out.shape, x.dtype)
+    _close(dropout.dropout_residual_backward(g, 0.25, 5, 9), dx)
+    _close(dr, g)
+
+
+def _flat_case():
+    rng = _rng()
+    w, b = rng.standard_normal((3, 4)), rng.standard_normal(4)
+    grads = [(rng.standard_normal((3, 4)), rng.standard_normal(4)) for _ in range(3)]
+    decay = np.concatenate([np.ones(12, np.uint8), np.zeros(4, np.uint8)])  # the matrix decays, the bias not
+    return w, b, grads, decay
+
+
+def _device_step(step, ok=1):
+    return np.array([step], np.int32), np.array([ok], np.uint8)
+
+
+@pytest.mark.parametrize("opt", ["adamw", "sgd", "sgd_nesterov"])
+def test_the_flat_optimizer_twins_are_autograd_optim_with_decay_groups(opt):
+    w, b, grads, decay = _flat_case()
+    pw, pb = Tensor(w.copy(), requires_grad=True), Tensor(b.copy(), requires_grad=True)
+    groups = [{"params": [pw], "weight_decay": 0.05}, {"params": [pb], "weight_decay": 0.0}]
+    if opt == "adamw":
+        reference = optim.AdamW(groups, lr=0.01, betas=(0.9, 0.99))
+    else:
+        reference = optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=opt == "sgd_nesterov")
+    flat = np.concatenate([w.ravel(), b])
+    state = [np.zeros(16), np.zeros(16)] if opt == "adamw" else [np.zeros(16)]
+    lr = np.array([0.01 if opt == "adamw" else 0.1])
+    for t, (gw, gb) in enumerate(grads, start=1):
+        pw.grad, pb.grad = gw, gb
+        reference.step()
+        g = np.concatenate([gw.ravel(), gb])
+        if opt == "adamw":
+            koptim.adamw_step(flat, g, *state, decay, lr, *_device_step(t), betas=(0.9, 0.99), weight_decay=0.05)
+        else:
+            koptim.sgd_step(flat, g, *state, decay, lr, *_device_step(t), momentum=0.9,
+                            nesterov=opt == "sgd_nesterov", weight_decay=0.05)
+    _close(flat, np.concatenate([pw.data.ravel(), pb.data]))
+
+
+def test_the_flat_optimizer_twins_skip_the_update_when_not_ok():
+    w, b, grads, decay = _flat_case()
+    flat, g = np.concatenate([w.ravel(), b]), np.concatenate([grads[0][0].ravel(), grads[0][1]])
+    m, v, buf = np.ones(16), np.ones(16), np.ones(16)
+    koptim.adamw_step(flat, g, m, v, decay, np.array([0.1]), *_device_step(2, ok=0))
+    koptim.sgd_step(flat, g, buf, decay, np.array([0.1]), *_device_step(2, ok=0), momentum=0.9)
+    _close(flat, np.concatenate([w.ravel(), b]))
+    assert (m == 1).all() and (v == 1).all() and (buf == 1).all()
+
+
+# --- the launchers pass what each kernel's CUDA signature takes ------------------------------
+_C_TYPES = {"float": np.float32, "int": np.int32, "long long": np.int64, "unsigned": np.uint32,
+            "unsigned long long": np.uint64, "unsigned char": np.uint8}
+
+
+def _signatures(source):
+    found = re.findall(r'extern "C" __global__ void NAME\((\w+)\)\((.*?)\)\s*\{', source.body, re.S)
+    return {base: [" ".join(p.split()[:-1]).replace("const ", "") for p in params.split(",")]
+            for base, params in found}
+
+
+@pytest.mark.parametrize("name", sorted(kernels.KERNELS))
+def test_each_launcher_passes_the_arguments_its_kernel_declares(gpu, name):  # noqa: F811
+    kernel = kernels.KERNELS[name]
+    signatures, launched = _signatures(kernel.source), []
+
+    def function(dtype, base):
+        def launch(grid, block, args):
+            launched.append(base)
+            threads = int(np.prod(block))
+            assert threads <= 1024 and threads % 32 == 0 and all(0 < n < 2**31 for n in grid)
+            assert len(args) == len(signatures[base]), f"{base}: {len(args)} arguments for {signatures[base]}"
+            for i, (arg, ctype) in enumerate(zip(args, signatures[base])):
+                pointer = ctype.endswith("*")
+                ctype = ctype.rstrip("*").strip()
+                want = np.dtype(dtype) if ctype == "scalar_t" else np.dtype(_C_TYPES[ctype])
+                assert isinstance(arg, gpu.ndarray) == pointer, f"{base} argument {i} ({ctype}) is {type(arg)}"
+                assert arg.dtype == want, f"{base} argument {i}: {arg.dtype}, the kernel takes {ctype}"
+                assert not pointer or arg.flags.c_contiguous
+        return launch
+
+    backend.xp_for("gpu")
+    for dtype in (np.float32, np.float16):
+        for args in kernel.sample(_rng(), np.dtype(dtype)):
+            kernel.launch(function, *[backend.to_device(a, "gpu") if isinstance(a, np.ndarray) else a
+                                      for a in args])
+    assert launched and set(launched) <= set(signatures)
+
+
+# --- on the stand-in: each kernel is one launch; a wrong one is caught and replaced ----------
+def test_no_kernel_on_the_cpu_nor_for_float64(gpu):  # noqa: F811
+    assert kernels.get("gelu_forward") is None  # CuPy not loaded yet: the CPU
+    backend.xp_for("gpu")
+    assert kernels.get("gelu_forward", np.float64) is None
+    assert kernels.get("gelu_forward", np.float32) is not None
+
+
+@pytest.mark.parametrize("name", sorted(kernels.KERNELS))
+def test_on_the_stand_in_a_kernel_is_its_twin_and_one_launch(gpu, name):  # noqa: F811
+    kernel = kernels.KERNELS[name]
+    backend.xp_for("gpu")
+    fused = kernels.get(name)
+    assert kernels.check(name).ok
+    args = kernel.sample(_rng(1), np.dtype(np.float32))[0]
+    device = [backend.to_device(a, "gpu") if isinstance(a, np.ndarray) else a for a in args]
+    gpu.meter.reset()
+    got = fused(*device)
+    here = f"tests/test_kernels.py:{__import__('sys')._getframe().f_lineno - 1}"
+    assert dict(gpu.meter.launches) == {here: 1} and not gpu.meter.syncs
+    want = kernel.twin(*[a.copy() if isinstance(a, np.ndarray) else a for a in args])
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        np.testing.assert_allclose(backend.to_numpy(g), w, rtol=1e-5, atol=1e-6)  # the stand-in's erf is CuPy's
+
+
+def test_a_kernel_that_disagrees_with_its_twin_warns_once_and_is_switched_off(gpu, monkeypatch):  # noqa: F811
+    backend.xp_for("gpu")
+    honest = gpu.as_one_launch
+
+    def sabotaged(twin, *args, **kwargs):  # the "device" gets GELU slightly wrong
+        out = honest(twin, *args, **kwargs)
+        return out * 1.001 + 1e-3 if twin is gelu.gelu_forward else out
+
+    monkeypatch.setattr(gpu, "as_one_launch", sabotaged)
+    with pytest.warns(RuntimeWarning, match=r"fused kernel gelu_forward disagrees .*max error .*using the twin") as w:
+        assert kernels.get("gelu_forward") is None
+    assert len(w) == 1
+    verdict = kernels.check("gelu_forward")
+    assert not verdict.ok and "float32" in verdict.detail
+    with warnings_as_errors():
+        assert kernels.get("gelu_forward") is None  # cached: no second check, no second warning
+        assert kernels.get("gelu_backward") is not None  # the others are unaffected
+
+
+def test_a_kernel_that_fails_to_run_is_switched_off_too(gpu, monkeypatch):  # noqa: F811
+    backend.xp_for("gpu")
+
+    def broken(twin, *args, **kwargs):
+        raise RuntimeError("CompileException: cuda_bf16.h: No such file")
+
+    monkeypatch.setattr(gpu, "as_one_launch", broken)
+    with pytest.warns(RuntimeWarning, match="softmax_forward .*CompileException"):
+        assert kernels.get("softmax_forward") is None
+
+
+def warnings_as_errors():
+    import warnings
+
+    manager = warnings.catch_warnings()
+    manager.__enter__()
+    warnings.simplefilter("error")
+
+    class _Exit:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            manager.__exit__(*exc)
+            return False
+
+    return _Exit()
