@@ -23,6 +23,7 @@ from autograd.kernels import cross_entropy, dropout, gelu, layer_norm, registry,
 from autograd.kernels import optim as koptim
 from autograd.ops.fused import DropMask
 from checking import outputs_and_grads, upstream
+from npvit import selfcheck
 from test_gpu_path import gpu  # noqa: F401  (the stand-in fixture)
 
 
@@ -315,3 +316,34 @@ def warnings_as_errors():
             return False
 
     return _Exit()
+
+
+# --- python -m npvit.selfcheck on the stand-in ------------------------------------------------
+def test_the_selfcheck_passes_on_the_stand_in(gpu, capsys):  # noqa: F811
+    assert selfcheck.main(["--device", "gpu", "--steps", "5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert {line.split()[2].rstrip(":") for line in lines if line.startswith("PASS kernel")} == set(kernels.KERNELS)
+    assert any(line.startswith("PASS train: 5 steps") for line in lines)
+    assert all(line.split()[0] in ("PASS", "SKIP") for line in lines) and lines[-1].startswith("PASS selfcheck")
+
+
+def test_the_selfcheck_reports_a_sabotaged_kernel_and_exits_1(gpu, monkeypatch, capsys):  # noqa: F811
+    honest = gpu.as_one_launch
+
+    def sabotaged(twin, *args, **kwargs):
+        out = honest(twin, *args, **kwargs)
+        return (out[0] + 0.01, *out[1:]) if twin is layer_norm.layer_norm_forward else out
+
+    monkeypatch.setattr(gpu, "as_one_launch", sabotaged)
+    assert selfcheck.main(["--device", "gpu", "--steps", "2"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^FAIL kernel layer_norm_forward: float32 case 0 output 0: max error 0\.01", out, re.M)
+    assert "PASS kernel layer_norm_backward" in out
+    assert out.strip().splitlines()[-1].endswith("failed: kernel layer_norm_forward")
+
+
+def test_the_selfcheck_without_a_gpu_is_one_line_and_exit_2(gpu, monkeypatch, capsys):  # noqa: F811
+    monkeypatch.setattr(gpu.cuda.runtime, "getDeviceCount", lambda: 0)
+    assert selfcheck.main(["--device", "gpu"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and "no CUDA GPU" in captured.err
