@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -263,7 +265,7 @@ def test_on_the_stand_in_a_kernel_is_its_twin_and_one_launch(gpu, name):  # noqa
     device = [backend.to_device(a, "gpu") if isinstance(a, np.ndarray) else a for a in args]
     gpu.meter.reset()
     got = fused(*device)
-    here = f"tests/test_kernels.py:{__import__('sys')._getframe().f_lineno - 1}"
+    here = f"tests/test_kernels.py:{sys._getframe().f_lineno - 1}"
     assert dict(gpu.meter.launches) == {here: 1} and not gpu.meter.syncs
     want = kernel.twin(*[a.copy() if isinstance(a, np.ndarray) else a for a in args])
     for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
@@ -284,7 +286,8 @@ def test_a_kernel_that_disagrees_with_its_twin_warns_once_and_is_switched_off(gp
     assert len(w) == 1
     verdict = kernels.check("gelu_forward")
     assert not verdict.ok and "float32" in verdict.detail
-    with warnings_as_errors():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         assert kernels.get("gelu_forward") is None  # cached: no second check, no second warning
         assert kernels.get("gelu_backward") is not None  # the others are unaffected
 
@@ -298,24 +301,6 @@ def test_a_kernel_that_fails_to_run_is_switched_off_too(gpu, monkeypatch):  # no
     monkeypatch.setattr(gpu, "as_one_launch", broken)
     with pytest.warns(RuntimeWarning, match="softmax_forward .*CompileException"):
         assert kernels.get("softmax_forward") is None
-
-
-def warnings_as_errors():
-    import warnings
-
-    manager = warnings.catch_warnings()
-    manager.__enter__()
-    warnings.simplefilter("error")
-
-    class _Exit:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            manager.__exit__(*exc)
-            return False
-
-    return _Exit()
 
 
 # --- python -m npvit.selfcheck on the stand-in ------------------------------------------------
