@@ -85,14 +85,12 @@ def embedding_filters(model):
         P = cfg.patch_size
         what = f"patch embedding E ({cfg.embed_dim} filters of {cfg.in_chans}x{P}x{P})"
         return model.patch_embed.proj.weight.data, what
-    conv = model.patch_embed.backbone.stem.conv
-    w = conv.weight.data
-    mean = w.mean(axis=(1, 2, 3), keepdims=True)                           # (width, 1, 1, 1)
-    std = w.var(axis=(1, 2, 3), keepdims=True) ** 0.5
+    with no_grad():
+        w = model.patch_embed.backbone.stem.conv.standardised_weight().data  # (width, C, K, K)
     width, C, K, _ = w.shape
     what = (f"hybrid's ResNet stem ({width} filters of {C}x{K}x{K}):\nits patch embedding E sees "
             f"{cfg.patch_size}x{cfg.patch_size} cells of ResNet features, not pixels")
-    return (w - mean) / (std + conv.eps), what
+    return w, what
 
 
 # --- Figure 7 centre: position-embedding similarity -------------------------------------
@@ -100,8 +98,9 @@ def position_embeddings(model, block: int = 0):
     """Each position's embedding (M, D), the grid (rows, cols) they lie on, and a line saying what they are.
 
     "1d": every patch's learned vector, the [class] token's left out; "2d": every patch's
-    row vector joined to its column vector; "relative": the vector of every 2-D offset
-    (dy, dx) between two patches, on the (2 rows - 1, 2 cols - 1) offset grid. With
+    row vector joined to its column vector; "relative_2d": the vector of every 2-D offset
+    (dy, dx) between two patches, on the (2 rows - 1, 2 cols - 1) offset grid; "relative":
+    the vector of every raster offset, on a (1, 2 N - 1) grid. With
     ``pos_embed_at="every_block"`` the embeddings of block ``block``. A ValueError for
     ``"none"``, which has nothing to compare.
     """
@@ -109,13 +108,17 @@ def position_embeddings(model, block: int = 0):
     kind = cfg.pos_embed
     if kind == "none":
         raise ValueError("the model has no position embedding (pos_embed='none'): there is nothing to compare")
-    owner = model.blocks[block] if cfg.pos_embed_at == "every_block" else model
-    where = f" of block {block + 1}" if cfg.pos_embed_at == "every_block" else ""
-    if kind == "relative":
+    owner = model.blocks[block] if cfg.placement == "every_block" else model
+    where = f" of block {block + 1}" if cfg.placement == "every_block" else ""
+    if kind == "relative_2d":
         table = owner.rel_pos_embed.data                                  # (2 gh - 1, 2 gw - 1, D)
         rows, cols, D = table.shape
-        what = f"relative position embedding{where}, offset (dy, dx) vectors"
+        what = f"2-D relative position embedding{where}, offset (dy, dx) vectors"
         return table.reshape(rows * cols, D), (rows, cols), what
+    if kind == "relative":
+        table = owner.rel_pos_embed_1d.data                               # (2 N - 1, D)
+        what = f"relative position embedding{where}, raster offset vectors"
+        return table, (1, table.shape[0]), what
     params = {n: getattr(owner, n) for n in pe.PARAM_NAMES[kind]}
     with no_grad():
         emb = pe.absolute(kind, params, 0).data[0]                         # (N' or N, D)

@@ -186,7 +186,7 @@ def analyze(source, out, dataset=None, data_dir=None, images=64, seed=0, batch_s
         log(f"skipped position_similarity.png: {e}")
     else:
         arrays["position_similarity"] = similarity = backend.to_numpy(similarity)
-        save(render_similarity(similarity, what, cfg.pos_embed == "relative"), "position_similarity.png")
+        save(render_similarity(similarity, what, cfg.pos_embed == "relative_2d"), "position_similarity.png")
 
     if not dataset:
         log("skipped the attention figures: no data set (pass --dataset, or a run directory with config.json)")

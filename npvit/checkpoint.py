@@ -10,17 +10,32 @@ Three kinds of ``.npz`` file load into a ready model with ``load_checkpoint(path
   nothing is pickled, and everything loads with ``np.load(allow_pickle=False)``.
 - **timm** state dicts saved with NumPy (``np.savez(path, **{k: v.numpy() ...})``): the
   config is inferred from the shapes (embed dim, depth, patch size, MLP width, classes,
-  position grid, [class] token, pre-logits, GAP's ``fc_norm``, the hybrid's stages);
-  ``num_heads`` cannot be seen in the shapes and defaults by width (ViT-Ti 3, S 6, B 12,
-  L 16, H 16, else D / 64) unless given.
+  position grid, [class] token, pre-logits, ``fc_norm``, the hybrid's stages, its stem-only
+  form's ``patch_embed.backbone.{conv,norm}`` renamed to ``.stem.*``); the hybrid runs with
+  timm's normalisation constants (``hybrid_convention="timm"``). ``num_heads`` cannot be
+  seen in the shapes and defaults by width (ViT-Ti 3, S 6, B 12, L 16, H 16, else D / 64)
+  unless given. The pooling is what the keys prove: ``fc_norm.*`` (timm builds it only for
+  GAP) or no [class] token mean GAP; a [class] token without ``fc_norm`` is [class]
+  pooling or GAP without ``fc_norm`` alike, so ``global_pool`` must then be given.
 - **Google**'s (google-research/vision_transformer, e.g. ``ViT-B_16.npz``,
   ``R50+ViT-B_16.npz``): Flax names and layouts (kernels (in, out), convolutions HWIO,
-  attention (D, heads, d)), converted to timm's exactly as timm's ``_load_weights`` does.
-  Their MLPs used flax's tanh-approximated GELU, so these load with ``gelu_approximate="tanh"``.
+  attention (D, heads, d)), renamed and transposed as timm's ``_load_weights`` does. They
+  run as Google's own code ran them, not as timm's models do: flax's tanh-approximated GELU
+  (``gelu_approximate="tanh"``; timm's Google-weight models use the exact GELU), the
+  hybrid with Google's normalisation constants, GAP files with the final LayerNorm on every
+  token before the average (``fc_norm=False``).
 
 ``load_checkpoint(path, img_size=384, num_classes=10)`` is the paper's fine-tuning
 recipe: the position embeddings are interpolated to the new grid and the head is
-replaced by a zero-initialised linear layer (the pre-logits layer dropped).
+replaced by a zero-initialised linear layer (the pre-logits layer dropped). The
+interpolation defaults to the source's own (``RESIZE_DEFAULTS``): bicubic with
+antialiasing for timm files (timm's ``resample_abs_pos_embed``), bilinear without for
+Google files (timm's ``_load_weights``), bicubic without for ours.
+
+Our format's version 1 (before the paper's 1-D relative attention) called the 2-D kind
+``"relative"``; such files load as ``"relative_2d"``, which is what they hold. A version-1
+GAP model with a [class] token says so in its config (``class_token: true``) and loads
+as it was trained.
 """
 from __future__ import annotations
 
@@ -40,8 +55,10 @@ from .config import ViTConfig, check_fields
 from .fileio import atomic_write
 from .model import VisionTransformer
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_KEY = "__npvit__"
+# format -> (interpolation, antialias) of position embeddings resized on loading
+RESIZE_DEFAULTS = {"npvit": ("bicubic", False), "timm": ("bicubic", True), "google": ("bilinear", False)}
 _DEFAULT_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 
 
@@ -142,18 +159,33 @@ def read_checkpoint(path, **overrides) -> Checkpoint:
             raise ValueError(f"{path}: npvit checkpoint format {meta.get('format')!r} version {meta.get('version')} "
                              f"is not one this code reads (version <= {FORMAT_VERSION})")
         state = {k: v for k, v in arrays.items() if not k.startswith(("optimizer/", "extra/"))}
-        config = ViTConfig.from_dict(meta["config"]).replace(**overrides)
+        config = ViTConfig.from_dict(_upgrade_config(meta["config"], meta.get("version", 0))).replace(**overrides)
         return Checkpoint("npvit", config, state, meta.get("step"), _decode(meta.get("optimizer"), arrays),
                           _decode(meta.get("extra"), arrays), path)
     if _google_prefix(arrays) is not None:
         state, hints = google_to_timm(arrays)
         return Checkpoint("google", infer_config(state, **{**hints, **overrides}), state, path=path)
     if "patch_embed.proj.weight" in arrays:
-        return Checkpoint("timm", infer_config(arrays, **overrides), arrays, path=path)
+        state = _timm_stem_names(arrays)
+        return Checkpoint("timm", infer_config(state, **overrides), state, path=path)
     raise ValueError(
         f"{path}: not a checkpoint npvit knows (no '{META_KEY}' metadata, no timm 'patch_embed.proj.weight', "
         f"no Google 'embedding/kernel'); its first keys: {sorted(arrays)[:8]}"
     )
+
+
+def _upgrade_config(config: dict, version: int) -> dict:
+    """A config dict written by an older format version, in today's terms (see the module docstring)."""
+    if version < 2 and config.get("pos_embed") == "relative":
+        return {**config, "pos_embed": "relative_2d"}
+    return config
+
+
+def _timm_stem_names(state) -> dict:
+    """A timm state dict with the stem-only hybrid's ``patch_embed.backbone.{conv,norm}`` named as the
+    stem of the full ResNet, ``patch_embed.backbone.stem.{conv,norm}``, which npvit's backbone always has."""
+    stem_only = re.compile(r"^patch_embed\.backbone\.(conv|norm)\.")
+    return {stem_only.sub(r"patch_embed.backbone.stem.\1.", k): v for k, v in state.items()}
 
 
 def _google_prefix(arrays):
@@ -236,6 +268,12 @@ def google_to_timm(arrays) -> tuple[dict, dict]:
     hints = {"gelu_approximate": "tanh"}
     if heads is not None:
         hints["num_heads"] = heads
+    if has("cls"):  # Google's files say their classifier: a [class] token is classifier="token"
+        hints["global_pool"] = "token"
+    else:  # classifier="gap": Google's code normalises every token, then averages
+        hints["fc_norm"] = False
+    if has("conv_root/kernel"):
+        hints["hybrid_convention"] = "google"
     return {k: np.ascontiguousarray(v) for k, v in state.items()}, hints
 
 
@@ -270,18 +308,23 @@ def infer_config(state, **overrides) -> ViTConfig:
         representation_size=state["pre_logits.fc.weight"].shape[0] if "pre_logits.fc.weight" in state else None,
         num_classes=state["head.weight"].shape[0] if "head.weight" in state else 0,
     )
-    cfg["global_pool"] = "token" if cfg["class_token"] and not cfg["fc_norm"] else "avg"
-    if cfg["fc_norm"] == (cfg["global_pool"] == "avg"):
-        cfg["fc_norm"] = None  # what the pooling implies anyway, as a config built by hand would say
+    # what the keys prove: fc_norm exists only under GAP (timm's default), and [class] pooling needs the token
+    if cfg["fc_norm"] or not cfg["class_token"]:
+        cfg["global_pool"] = "avg"
     cfg["pos_embed"] = "1d" if "pos_embed" in state else "none"
     bb = "patch_embed.backbone"
     if f"{bb}.stem.conv.weight" in state:
         width, cfg["in_chans"], kernel, _ = state[f"{bb}.stem.conv.weight"].shape
-        cfg.update(hybrid_width=width, hybrid_stem_kernel=kernel, hybrid_layers=tuple(
+        cfg.update(hybrid_width=width, hybrid_stem_kernel=kernel, hybrid_convention="timm", hybrid_layers=tuple(
             _count(state, f"{bb}.stages.{i}.blocks.{{}}.conv1.weight")
             for i in range(_count(state, f"{bb}.stages.{{}}.blocks.0.conv1.weight"))
         ))
     cfg.update(overrides)
+    if "global_pool" not in cfg:
+        fail("a [class] token and no fc_norm fit both [class] pooling and GAP without fc_norm; "
+             "pass global_pool='token' (timm's default) or global_pool='avg'")
+    if cfg["fc_norm"] == (cfg["global_pool"] == "avg"):
+        cfg["fc_norm"] = None  # what the pooling implies anyway, as a config built by hand would say
     if "img_size" not in cfg:
         if "pos_embed" not in state:
             fail("no 'pos_embed' to read the image size from; pass read_checkpoint(path, img_size=...)")
@@ -299,12 +342,13 @@ def infer_config(state, **overrides) -> ViTConfig:
 _POSITION_KEY = re.compile(r"^(?:blocks\.\d+\.)?(" + "|".join(pe.ALL_PARAM_NAMES) + r")$")
 
 
-def load_checkpoint(source, *, img_size=None, num_classes=None, interpolation="bicubic", generator=None,
+def load_checkpoint(source, *, img_size=None, num_classes=None, interpolation=None, antialias=None, generator=None,
                     **overrides) -> VisionTransformer:
     """A ready model from a checkpoint path (ours, timm-named or Google's) or a ``Checkpoint``.
 
     ``img_size``: fine-tune at another resolution, the position embeddings interpolated
-    (``interpolation`` "bicubic" or "bilinear") to the new grid. ``num_classes``: when it
+    (``interpolation`` "bicubic" or "bilinear", ``antialias`` as ``F.interpolate``'s; None:
+    the source's own, ``RESIZE_DEFAULTS``) to the new grid. ``num_classes``: when it
     differs, the fine-tuning head swap (``VisionTransformer.reset_classifier``). Other keywords
     override config fields (``drop_path_rate=0.1``; ``num_heads`` for timm files).
     A checkpoint that does not fit raises ``StateDictError`` naming every key and shape off.
@@ -315,13 +359,16 @@ def load_checkpoint(source, *, img_size=None, num_classes=None, interpolation="b
                         ck.extra, ck.path)
     old = ck.config
     new = old if img_size is None else old.replace(img_size=img_size)
+    default_mode, default_antialias = RESIZE_DEFAULTS[ck.format]
+    interpolation = default_mode if interpolation is None else interpolation
+    antialias = default_antialias if antialias is None else antialias
     state = dict(ck.state)
     if new.grid_size != old.grid_size:
         for key, value in state.items():
             match = _POSITION_KEY.match(key)
             if match:
                 state[key] = pe.resize(match.group(1), value, old.grid_size, new.grid_size,
-                                       old.num_prefix_tokens, interpolation)
+                                       old.num_prefix_tokens, interpolation, antialias)
     with backend.default_dtype_as(state["patch_embed.proj.weight"].dtype):  # a float64 checkpoint stays float64
         model = VisionTransformer(new, generator=generator)
     try:

@@ -16,8 +16,13 @@ import fnmatch
 import math
 from dataclasses import dataclass
 
-POS_EMBED_KINDS = ("none", "1d", "2d", "relative")
+POS_EMBED_KINDS = ("none", "1d", "2d", "relative", "relative_2d")
+RELATIVE_KINDS = ("relative", "relative_2d")
+# timm's VisionTransformer(pos_embed=...) spellings of the kinds it has
+POS_EMBED_ALIASES = {"learn": "1d", "": "none"}
 POS_EMBED_AT = ("input", "every_block", "every_block_shared")
+# The hybrid's normalisation constants, by the code whose weights it is to run (see ``hybrid.py``)
+HYBRID_CONVENTIONS = ("google", "timm")
 GLOBAL_POOLS = ("token", "avg")
 MPP_TARGETS = ("mean_color", "patch_color", "pixels")
 
@@ -30,13 +35,23 @@ def _pair(v) -> tuple[int, int]:
 class ViTConfig:
     """Every choice that shapes a VisionTransformer; JSON-serialisable via ``to_dict``/``from_dict``.
 
-    Position embeddings (``pos_embed``): ``"none"``; ``"1d"`` one learned vector per patch
-    (the paper's default); ``"2d"`` a learned row and column vector of D/2 each,
-    concatenated; ``"relative"`` a learned vector per 2-D offset between two patches whose
-    dot product with the query is added to the attention logits. ``pos_embed_at``:
-    ``"input"`` once before the first block (for ``"relative"``: in the first block's
-    attention only), ``"every_block"`` before every block with each block its own, or
-    ``"every_block_shared"`` before every block with one set for all.
+    Position embeddings (``pos_embed``, Appendix D.4): ``"none"``; ``"1d"`` one learned
+    vector per patch (the paper's default; timm's ``"learn"`` is accepted for it, and ``""``
+    for ``"none"``); ``"2d"`` a learned row and column vector of D/2 each, concatenated;
+    ``"relative"`` the paper's relative attention, a learned vector per 1-D offset between
+    two patches' raster positions whose dot product with the query is added to the
+    attention logits; ``"relative_2d"`` the same with one vector per 2-D (dy, dx) offset.
+    ``pos_embed_at``: ``"input"`` once before the first block (for the relative kinds: in
+    the first block's attention only), ``"every_block"`` before every block (in every
+    block's attention) with each block its own, or ``"every_block_shared"`` the same with
+    one set for all. ``None`` (the default) is ``"every_block"`` for the relative kinds,
+    relative attention being a property of every attention layer, and ``"input"`` for the
+    others; ``placement`` gives the value in force.
+
+    ``hybrid_convention``: the constants of the hybrid's weight standardisation and
+    GroupNorm, ``"google"`` (the paper's code: (w - mean) / (std + 1e-5), GroupNorm eps
+    1e-6) or ``"timm"`` (timm's port: (w - mean) / sqrt(var + 1e-8), eps 1e-5), so
+    converted weights compute what they computed where they came from.
 
     ``hybrid_layers`` switches on the hybrid: ``None`` is the plain ViT, a tuple gives the
     bottleneck units per ResNet stage (``()`` keeps only the stem); ``patch_size`` is
@@ -69,7 +84,7 @@ class ViTConfig:
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly to this in the last block
     gelu_approximate: str = "none"  # "tanh" as the original JAX code (flax's nn.gelu)
     pos_embed: str = "1d"
-    pos_embed_at: str = "input"
+    pos_embed_at: str | None = None  # None: "every_block" for the relative kinds, else "input" (``placement``)
     mask_token: bool = False
     mpp_target: str | None = None
     mpp_bits: int = 3
@@ -80,12 +95,14 @@ class ViTConfig:
     hybrid_stem_stride: int = 2
     hybrid_stem_pool: bool = True
     hybrid_groups: int = 32
+    hybrid_convention: str = "google"
 
     def __post_init__(self):
         # JSON turns tuples into lists; keep the dataclass hashable and comparable
         object.__setattr__(self, "img_size", self.img_size if isinstance(self.img_size, int) else tuple(self.img_size))
         if self.hybrid_layers is not None:
             object.__setattr__(self, "hybrid_layers", tuple(self.hybrid_layers))
+        object.__setattr__(self, "pos_embed", POS_EMBED_ALIASES.get(self.pos_embed, self.pos_embed))
         self._validate()
 
     def _validate(self):
@@ -117,10 +134,12 @@ class ViTConfig:
             fail(f"representation_size must be None or positive, not {self.representation_size}")
         if self.pos_embed not in POS_EMBED_KINDS:
             fail(f"pos_embed must be one of {POS_EMBED_KINDS}, not {self.pos_embed!r}")
-        if self.pos_embed_at not in POS_EMBED_AT:
-            fail(f"pos_embed_at must be one of {POS_EMBED_AT}, not {self.pos_embed_at!r}")
-        if self.pos_embed == "none" and self.pos_embed_at != "input":
+        if self.pos_embed_at is not None and self.pos_embed_at not in POS_EMBED_AT:
+            fail(f"pos_embed_at must be one of {POS_EMBED_AT} (or None: the kind's default), not {self.pos_embed_at!r}")
+        if self.pos_embed == "none" and self.placement != "input":
             fail("pos_embed='none' adds nothing anywhere; leave pos_embed_at='input'")
+        if self.hybrid_convention not in HYBRID_CONVENTIONS:
+            fail(f"hybrid_convention must be one of {HYBRID_CONVENTIONS}, not {self.hybrid_convention!r}")
         if self.pos_embed == "2d" and self.embed_dim % 2:
             fail(f"pos_embed='2d' splits embed_dim into a row and a column half; {self.embed_dim} is odd")
         if self.mpp_target is not None and self.mpp_target not in MPP_TARGETS:
@@ -141,6 +160,13 @@ class ViTConfig:
             fail(f"{where} {feature} is not divisible by patch_size {self.patch_size}")
 
     # --- derived sizes ------------------------------------------------------------
+    @property
+    def placement(self) -> str:
+        """Where the position embeddings go: ``pos_embed_at``, or its default for the kind when None."""
+        if self.pos_embed_at is not None:
+            return self.pos_embed_at
+        return "every_block" if self.pos_embed in RELATIVE_KINDS else "input"
+
     @property
     def image_hw(self) -> tuple[int, int]:
         """(H, W) of the input image."""

@@ -22,7 +22,8 @@ bias}``, ``blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}.{wei
 ``patch_embed.backbone``. Names of our own for the variants timm lacks:
 
 - ``pos_embed_row`` (rows, D/2), ``pos_embed_col`` (cols, D/2): the 2-D position embedding;
-- ``rel_pos_embed`` (2 rows - 1, 2 cols - 1, D): the relative one;
+- ``rel_pos_embed_1d`` (2 N - 1, D): the relative one of the paper (raster offsets);
+- ``rel_pos_embed`` (2 rows - 1, 2 cols - 1, D): the 2-D relative one;
 - with ``pos_embed_at="every_block"`` these (and ``pos_embed``) live on each block,
   ``blocks.{i}.pos_embed``; with ``"input"`` and ``"every_block_shared"`` on the model;
 - ``mask_token`` (1, 1, D) and ``mpp_head`` (D, outputs): masked patch prediction.
@@ -83,7 +84,7 @@ class PatchEmbed(Module):
         if cfg.hybrid_layers is not None:
             self.backbone = ResNetBackbone(
                 cfg.in_chans, cfg.hybrid_layers, cfg.hybrid_width, cfg.hybrid_stem_kernel, cfg.hybrid_stem_stride,
-                cfg.hybrid_stem_pool, cfg.hybrid_groups, generator,
+                cfg.hybrid_stem_pool, cfg.hybrid_groups, cfg.hybrid_convention, generator,
             )
             channels = self.backbone.out_channels
         else:
@@ -221,19 +222,19 @@ class VisionTransformer(Module):
     # --- construction helpers -------------------------------------------------------
     def _position_owners(self) -> list:
         """The modules holding position parameters: every block, or the model itself."""
-        return list(self.blocks) if self.cfg.pos_embed_at == "every_block" else [self]
+        return list(self.blocks) if self.cfg.placement == "every_block" else [self]
 
     def _position_owner(self, i):
         """The module whose position parameters block ``i`` uses, or None when it gets none."""
         cfg = self.cfg
-        if cfg.pos_embed == "none" or (cfg.pos_embed_at == "input" and i > 0):
+        if cfg.pos_embed == "none" or (cfg.placement == "input" and i > 0):
             return None
-        return self.blocks[i] if cfg.pos_embed_at == "every_block" else self
+        return self.blocks[i] if cfg.placement == "every_block" else self
 
     def _set_relative_index(self):
         """(Re)build the relative-offset gather index for the current grid, on the parameters' device."""
-        if self.cfg.pos_embed == "relative":
-            index = pe.relative_index(self.cfg.grid_size)
+        if self.cfg.pos_embed in ("relative", "relative_2d"):
+            index = pe.relative_index(self.cfg.grid_size, self.cfg.pos_embed)
             device = self.patch_embed.proj.weight.device
             self.register_buffer("rel_pos_index", backend.to_device(index, device), persistent=False)
 
@@ -324,11 +325,13 @@ class VisionTransformer(Module):
 
     def _block_input(self, i, x):
         """Block i's input and attention bias: x with the position embedding block i gets (``pos_embed.apply``),
-        dropped out after the first."""
+        then dropout wherever position embeddings were added (the paper's Appendix B.1: "directly after
+        adding positional- to patch embeddings"), and before the first block in any case, as timm."""
         cfg = self.cfg
-        x, bias = pe.apply(cfg.pos_embed, self._position_owner(i), x, getattr(self, "rel_pos_index", None),
-                           cfg.num_prefix_tokens)
-        return (self.pos_drop(x) if i == 0 else x), bias
+        owner = self._position_owner(i)
+        x, bias = pe.apply(cfg.pos_embed, owner, x, getattr(self, "rel_pos_index", None), cfg.num_prefix_tokens)
+        added = owner is not None and cfg.pos_embed in ("1d", "2d")
+        return (self.pos_drop(x) if i == 0 or added else x), bias
 
     def forward_features(self, x, mask=None, replace_with=None):
         """The encoder: images (B, C, H, W) to normalised tokens (B, N', D), [class] token first.
@@ -424,9 +427,10 @@ class VisionTransformer(Module):
             self.head = Identity()
         return self
 
-    def set_img_size(self, img_size, interpolation="bicubic"):
+    def set_img_size(self, img_size, interpolation="bicubic", antialias=False):
         """Take images of another size: interpolate every position embedding to the new patch
-        grid (``interpolation`` "bilinear" or "bicubic"), keeping the [class] embedding apart.
+        grid (``interpolation`` "bilinear" or "bicubic", ``antialias`` as ``F.interpolate``'s),
+        keeping the [class] embedding apart.
 
         The position Parameters are replaced by new ones, so build the optimizer afterwards.
         """
@@ -434,7 +438,7 @@ class VisionTransformer(Module):
         for owner in self._position_owners():
             for name in pe.PARAM_NAMES[old.pos_embed]:
                 data = pe.resize(name, getattr(owner, name).data, old.grid_size, new.grid_size,
-                                 old.num_prefix_tokens, interpolation)
+                                 old.num_prefix_tokens, interpolation, antialias)
                 setattr(owner, name, Parameter(data))
         self.cfg = new
         self._set_relative_index()

@@ -15,8 +15,8 @@ def torch_unsupported(cfg) -> str | None:
     """Why the PyTorch twin cannot mirror ``cfg``, or None when it can."""
     if cfg.hybrid_layers is not None:
         return "the hybrid's ResNet stem"
-    if cfg.pos_embed not in ("1d", "none") or cfg.pos_embed_at != "input":
-        return f"pos_embed={cfg.pos_embed!r} at {cfg.pos_embed_at!r}"
+    if cfg.pos_embed not in ("1d", "none") or cfg.placement != "input":
+        return f"pos_embed={cfg.pos_embed!r} at {cfg.placement!r}"
     if cfg.mpp_target is not None or cfg.mask_token:
         return "masked patch prediction"
     rates = ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate")

@@ -94,7 +94,8 @@ def build_model(cfg: TrainConfig, train_set) -> tuple[VisionTransformer, dict]:
     num_classes = train_set.num_classes
     overrides = dict(cfg.model_overrides)
     if cfg.mode == "finetune":
-        model = _load(cfg.init, img_size=image_size)
+        # a timm file's keys may not tell its pooling; --pool says it then
+        model = _load(cfg.init, img_size=image_size, **{k: overrides[k] for k in ("global_pool",) if k in overrides})
         if model.cfg.in_chans != train_set.channels:
             raise TrainError(f"{cfg.init} takes {model.cfg.in_chans}-channel images but {cfg.dataset} has "
                              f"{train_set.channels}")

@@ -129,9 +129,12 @@ def test_2d_embeddings_against_a_loop_over_positions():
 
 
 def test_relative_embeddings_compare_offsets_and_none_has_nothing():
-    similarity, what = A.position_similarity(tiny(pos_embed="relative"))
+    similarity, what = A.position_similarity(tiny(pos_embed="relative_2d"))
     assert similarity.shape == (7, 7, 7, 7) and "offset" in what
     np.testing.assert_allclose(np.diagonal(similarity.reshape(49, 49)), 1.0, atol=1e-5)
+    similarity, what = A.position_similarity(tiny(pos_embed="relative"))              # 16 patches: 31 offsets
+    assert similarity.shape == (1, 31, 1, 31) and "raster offset" in what
+    np.testing.assert_allclose(np.diagonal(similarity.reshape(31, 31)), 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="no position embedding"):
         A.position_similarity(tiny(pos_embed="none"))
 

@@ -121,7 +121,7 @@ def test_mismatch_names_every_key(tmp_path):
     path = tmp_path / "timm.npz"
     np.savez(path, **state)
     with pytest.raises(StateDictError) as info:
-        load_checkpoint(path, num_heads=2)
+        load_checkpoint(path, num_heads=2, global_pool="token")
     message = str(info.value)
     assert str(path) in message and "timm format" in message
     assert "blocks.0.norm2.bias" in message and "blocks.0.attn.extra" in message
@@ -152,13 +152,16 @@ def test_fine_tune_from_our_checkpoint(tmp_path):
     dict(global_pool="avg", class_token=False, qkv_bias=False, mlp_ratio=2.0),
     dict(num_classes=0),
     dict(img_size=(8, 12)),
-    dict(patch_size=1, hybrid_layers=(1, 2), hybrid_width=4, hybrid_groups=2, img_size=32),
+    dict(patch_size=1, hybrid_layers=(1, 2), hybrid_width=4, hybrid_groups=2, img_size=32,
+         hybrid_convention="timm"),
 ])
 def test_timm_state_dict_loads_with_its_config(tmp_path, fields):
     model = tiny(**fields)
     path = tmp_path / "timm.npz"
     np.savez(path, **model.state_dict())
     hints = {"num_heads": 2}
+    if model.cfg.class_token and not model.cfg.use_fc_norm:  # the keys cannot tell the pooling
+        hints["global_pool"] = model.cfg.global_pool
     if isinstance(model.cfg.img_size, tuple):
         hints["img_size"] = model.cfg.img_size
     if model.cfg.hybrid_layers is not None:
@@ -176,13 +179,17 @@ def test_timm_inference_defaults_and_errors(tmp_path):
     model = create_model("vit_small_patch16_224", depth=1, generator=np.random.default_rng(0))
     path = tmp_path / "s.npz"
     np.savez(path, **model.state_dict())
-    cfg = read_checkpoint(path).config
+    with pytest.raises(ValueError, match="fit both .* pass global_pool='token' .* or global_pool='avg'"):
+        read_checkpoint(path)
+    cfg = read_checkpoint(path, global_pool="token").config
     assert (cfg.num_heads, cfg.img_size, cfg.patch_size, cfg.num_classes) == (6, 224, 16, 1000)
+    # GAP without fc_norm (the final LayerNorm before the average) loads when asked for
+    assert read_checkpoint(path, global_pool="avg").config.use_fc_norm is False
     state = model.state_dict()
     state["pos_embed"] = state["pos_embed"][:, :-1]
     np.savez(path, **state)
     with pytest.raises(ValueError, match="195 patch positions, not a square grid"):
-        read_checkpoint(path)
+        read_checkpoint(path, global_pool="token")
     with pytest.raises(ValueError, match="unknown config field"):
         read_checkpoint(tmp_path / "s.npz", heads=3)
 
@@ -368,7 +375,8 @@ def test_google_checkpoint_fine_tuning(tmp_path):
     assert model.cfg.grid_size == (4, 4) and model.cfg.representation_size is None
     assert "pre_logits.fc.weight" not in model.state_dict() and not model.head.weight.data.any()
     pos = arrays["Transformer/posembed_input/pos_embedding"]
-    np.testing.assert_array_equal(model.pos_embed.data, pe.resize("pos_embed", pos, (2, 2), (4, 4), 1, "bicubic"))
+    # Google files resize bilinear without antialiasing, as timm's _load_weights
+    np.testing.assert_array_equal(model.pos_embed.data, pe.resize("pos_embed", pos, (2, 2), (4, 4), 1, "bilinear"))
     np.testing.assert_array_equal(model.pos_embed.data[:, 0], pos[:, 0])
     logits = model(np.zeros((3, 3, 16, 16), dtype=np.float32))
     assert logits.shape == (3, 5) and not logits.data.any()
@@ -379,9 +387,76 @@ def test_converted_names_are_timms(tmp_path):
     state, hints = npvit.checkpoint.google_to_timm(arrays)
     model = VisionTransformer(**{**TINY, "representation_size": 6, "mlp_ratio": 2.0})
     assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in model.state_dict().items()}
-    assert hints == {"num_heads": 2, "gelu_approximate": "tanh"}
+    assert hints == {"num_heads": 2, "gelu_approximate": "tanh", "global_pool": "token"}
     q = arrays["Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"]      # (D, H, d)
     np.testing.assert_array_equal(state["blocks.0.attn.qkv.weight"][:8], q.reshape(8, 8).T)
     out = arrays["Transformer/encoderblock_1/MultiHeadDotProductAttention_1/out/kernel"]     # (H, d, D)
     np.testing.assert_array_equal(state["blocks.1.attn.proj.weight"], out.transpose(2, 0, 1).reshape(8, 8))
     np.testing.assert_array_equal(state["patch_embed.proj.weight"], arrays["embedding/kernel"].transpose(3, 2, 0, 1))
+
+
+# --- timm's conventions ---------------------------------------------------------------------
+def test_timm_stem_only_hybrid_loads_and_runs_timms_standardisation(tmp_path):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    with backend.default_dtype_as(np.float64):
+        model = tiny(img_size=16, patch_size=2, hybrid_layers=(), hybrid_width=4, hybrid_groups=2,
+                     hybrid_stem_kernel=3, hybrid_convention="timm", global_pool="avg", class_token=False)
+    # vit_tiny_r_s16_p8's names: the stem-only backbone is timm's create_resnetv2_stem, keys conv/norm
+    state = {k.replace("patch_embed.backbone.stem.", "patch_embed.backbone."): v
+             for k, v in model.state_dict().items()}
+    assert "patch_embed.backbone.conv.weight" in state and "fc_norm.weight" in state
+    path = tmp_path / "vit_tiny_r_s16_p8.npz"
+    np.savez(path, **state)
+    ck = read_checkpoint(path, num_heads=2, hybrid_groups=2)
+    assert ck.config.hybrid_layers == () and ck.config.hybrid_convention == "timm"
+    assert ck.config.global_pool == "avg" and ck.config.use_fc_norm  # fc_norm.* proves GAP
+    loaded = load_checkpoint(ck)
+    # timm's stem: StdConv2dSame(eps=1e-8) = batch_norm of the kernel, then GroupNorm eps 1e-5, ReLU
+    x = np.random.default_rng(3).uniform(size=(2, 3, 16, 16))
+    w = torch.tensor(state["patch_embed.backbone.conv.weight"])
+    w_hat = F.batch_norm(w.reshape(1, 4, -1), None, None, training=True, momentum=0.0, eps=1e-8).reshape_as(w)
+    y = F.conv2d(F.pad(torch.tensor(x), (0, 1, 0, 1)), w_hat, stride=2)     # SAME pads the end only
+    y = F.relu(F.group_norm(y, 2, torch.tensor(state["patch_embed.backbone.norm.weight"]),
+                            torch.tensor(state["patch_embed.backbone.norm.bias"]), eps=1e-5))
+    y = F.max_pool2d(F.pad(y, (0, 1, 0, 1)), 3, 2)                     # SAME: the odd cell at the end
+    stem = loaded.patch_embed.backbone.stem(x).data
+    np.testing.assert_allclose(stem, y.numpy(), atol=1e-12)
+    google = tiny(img_size=16, patch_size=2, hybrid_layers=(), hybrid_width=4, hybrid_groups=2,
+                  hybrid_stem_kernel=3, global_pool="avg", class_token=False)
+    google.load_state_dict(loaded.state_dict())
+    assert np.abs(google.patch_embed.backbone.stem(x.astype(np.float32)).data - stem).max() > 1e-6
+
+
+def test_timm_files_resize_bicubic_with_antialias(tmp_path):
+    model = tiny()
+    path = tmp_path / "timm.npz"
+    np.savez(path, **model.state_dict())
+    tuned = load_checkpoint(path, num_heads=2, global_pool="token", img_size=16)  # 2x2 grid -> 4x4
+    expected = pe.resize("pos_embed", model.pos_embed.data, (2, 2), (4, 4), 1, "bicubic", antialias=True)
+    np.testing.assert_array_equal(tuned.pos_embed.data, expected)
+    ours = load_checkpoint(save_checkpoint(tmp_path / "ours.npz", model), img_size=16)
+    plain = pe.resize("pos_embed", model.pos_embed.data, (2, 2), (4, 4), 1, "bicubic")
+    np.testing.assert_array_equal(ours.pos_embed.data, plain)
+    assert np.abs(plain - expected).max() > 1e-3
+
+
+def test_version_1_relative_files_load_as_the_2d_kind(tmp_path):
+    model = tiny(pos_embed="relative_2d", pos_embed_at="input", global_pool="avg")  # GAP with a [class] token
+    path = save_checkpoint(tmp_path / "old.npz", model)
+    with np.load(path) as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays["__npvit__"]))
+    meta["version"], meta["config"]["pos_embed"] = 1, "relative"
+    del meta["config"]["hybrid_convention"]
+    arrays["__npvit__"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    loaded = load_checkpoint(path)
+    assert loaded.cfg == model.cfg and loaded.cfg.class_token
+    x = np.random.default_rng(0).uniform(size=(2, 3) + model.cfg.image_hw)
+    np.testing.assert_array_equal(loaded.eval()(x).data, model.eval()(x).data)
+
+
+def test_timm_spelling_of_the_learned_embedding():
+    assert npvit.ViTConfig(pos_embed="learn").pos_embed == "1d"
+    assert npvit.ViTConfig(pos_embed="").pos_embed == "none"

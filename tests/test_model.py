@@ -546,3 +546,37 @@ def test_dropout_only_in_training():
         assert np.array_equal(model(x).data, model(x).data)
         model.train()
         assert not np.allclose(model(x).data, model.eval()(x).data)
+
+
+def test_gap_flags_build_the_papers_gap_model_at_its_own_learning_rate():
+    from npvit import recipes
+    from npvit.cli import build_parser, config_from_args
+
+    def resolved(*flags):
+        return recipes.resolve(config_from_args(build_parser().parse_args(list(flags))))
+
+    token, gap = resolved(), resolved("--pool", "avg")
+    assert gap.model_overrides == {"global_pool": "avg", "class_token": False}
+    assert token.lr == 1e-3 and gap.lr == pytest.approx(1e-3 * 3 / 8)              # Figure 9: 8e-4 vs 3e-4
+    assert resolved("--pool", "avg", "--lr", "0.002").lr == 0.002
+    cfg = npvit.get_config("vit_cifar_mini", **gap.model_overrides)
+    assert not cfg.class_token and cfg.num_prefix_tokens == 0
+    mpp = resolved("--mode", "mpp")
+    assert (mpp.optimizer, mpp.lr, mpp.weight_decay) == ("adam", 2e-4, 0.0)        # Appendix B.1.2
+    tuned = resolved("--init", "x.npz")
+    assert (tuned.batch_size, tuned.label_smoothing, tuned.rand_ops) == (512, 0.0, 0)
+    drops = resolved("--proj-dropout", "0.1", "--pos-dropout", "0.2").model_overrides
+    assert drops == {"proj_drop_rate": 0.1, "pos_drop_rate": 0.2}
+
+
+def test_position_dropout_follows_every_addition():
+    model = tiny(pos_embed_at="every_block", pos_drop_rate=0.5).train()
+    calls = []
+    model.pos_drop.forward = lambda x: calls.append(1) or x
+    model(np.zeros((1, 3, 8, 8)))
+    assert len(calls) == model.cfg.depth
+    calls.clear()
+    at_input = tiny(pos_drop_rate=0.5).train()
+    at_input.pos_drop.forward = lambda x: calls.append(1) or x
+    at_input(np.zeros((1, 3, 8, 8)))
+    assert len(calls) == 1

@@ -57,6 +57,21 @@ def test_relative_bias_matches_a_loop(grid, heads, prefix, seed):
     np.testing.assert_allclose(bias, expected, atol=1e-12)
 
 
+@given(grid=grids, prefix=st.integers(0, 1), seed=st.integers(0, 100))
+def test_1d_relative_bias_matches_a_loop(grid, prefix, seed):
+    n_patches = grid[0] * grid[1]
+    B, heads, d, n = 2, 2, 3, prefix + n_patches
+    q = rng(seed).standard_normal((B, heads, n, d))
+    table = rng(seed + 1).standard_normal((2 * n_patches - 1, heads * d))
+    bias = pe.relative_bias(Tensor(q), Tensor(table), pe.relative_index(grid, "relative"), prefix).data
+    expected = np.zeros((B, heads, n, n))
+    for i in range(n_patches):
+        for j in range(n_patches):
+            r = table[i - j + n_patches - 1].reshape(heads, d)                    # the raster offset's key
+            expected[:, :, prefix + i, prefix + j] = (q[:, :, prefix + i] * r).sum(-1) / np.sqrt(d)
+    np.testing.assert_allclose(bias, expected, atol=1e-12)
+
+
 # --- resizing ------------------------------------------------------------------------------------
 @given(grid=grids, prefix=st.integers(0, 1), mode=modes, seed=st.integers(0, 100))
 def test_resize_to_the_same_grid_is_identity(grid, prefix, mode, seed):
@@ -136,6 +151,28 @@ def test_relative_resize_keeps_the_zero_offset():
         np.testing.assert_allclose(out[6, 5], table[2, 3], atol=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("old,new", [((4, 4), (7, 6)), ((7, 5), (4, 3)), ((14, 14), (24, 24)), ((24, 24), (14, 14))])
+def test_antialiased_resize_matches_torch(mode, old, new):
+    torch = pytest.importorskip("torch")
+    a = rng().standard_normal((1, 1 + old[0] * old[1], 5))
+    grid = torch.tensor(a[0, 1:].reshape(*old, 5).transpose(2, 0, 1)[None])             # (1, D, gh, gw)
+    ref = torch.nn.functional.interpolate(grid, size=new, mode=mode, antialias=True)[0].numpy()
+    out = pe.resize("pos_embed", a, old, new, 1, mode, antialias=True)
+    np.testing.assert_allclose(out[0, 1:], ref.transpose(1, 2, 0).reshape(-1, 5), atol=1e-12)
+    np.testing.assert_array_equal(out[:, 0], a[:, 0])
+    # without antialiasing it is another resampling (a = -0.75 cubic; a narrower filter when shrinking);
+    # only bilinear upsampling is the same either way
+    if mode == "bicubic" or new[0] < old[0]:
+        assert not np.allclose(pe.resize("pos_embed", a, old, new, 1, mode), out, atol=1e-6)
+
+
+def test_1d_relative_index_holds_raster_offsets():
+    index = pe.relative_index((3, 4), "relative")
+    i, j = np.meshgrid(np.arange(12), np.arange(12), indexing="ij")
+    np.testing.assert_array_equal(index, i * 23 + (i - j) + 11)
+
+
 def test_resize_errors():
     with pytest.raises(ValueError, match="not a position embedding"):
         pe.resize("cls_token", np.zeros((1, 1, 2)), (2, 2), (3, 3), 1)
@@ -151,9 +188,22 @@ def test_resize_keeps_float32():
 def test_model_set_img_size_matches_resize():
     with backend.default_dtype_as(np.float64):
         model = VisionTransformer(img_size=8, patch_size=2, embed_dim=8, depth=1, num_heads=2, num_classes=2,
-                                  pos_embed="relative", generator=rng())
+                                  pos_embed="relative_2d", pos_embed_at="input", generator=rng())
     table = model.rel_pos_embed.data.copy()
     model.set_img_size(12, interpolation="bilinear")
     np.testing.assert_array_equal(model.rel_pos_embed.data, pe.resize("rel_pos_embed", table, (4, 4), (6, 6), 0,
                                                                       "bilinear"))
     np.testing.assert_array_equal(model.rel_pos_index, pe.relative_index((6, 6)))
+
+
+def test_model_set_img_size_resizes_the_1d_relative_table_with_antialias():
+    with backend.default_dtype_as(np.float64):
+        model = VisionTransformer(img_size=8, patch_size=2, embed_dim=8, depth=2, num_heads=2, num_classes=2,
+                                  pos_embed="relative", generator=rng())
+    assert model.cfg.placement == "every_block" and model.blocks[1].rel_pos_embed_1d.shape == (31, 8)
+    table = model.blocks[1].rel_pos_embed_1d.data.copy()
+    model.set_img_size(12, antialias=True)
+    expected = pe.antialias_matrix(31, 71, "bicubic") @ table                            # 6x6 grid: 71 offsets
+    np.testing.assert_allclose(model.blocks[1].rel_pos_embed_1d.data, expected, atol=1e-12)
+    np.testing.assert_allclose(expected[35], table[15], atol=1e-12)                      # the zero offset
+    np.testing.assert_array_equal(model.rel_pos_index, pe.relative_index((6, 6), "relative"))
