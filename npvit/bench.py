@@ -362,6 +362,7 @@ def main(argv=None) -> int:
             import torch
         except ImportError:
             use_torch, torch_note = False, "PyTorch is not installed"
+    countable = use_torch and not torch_unsupported(cfg)  # PyTorch's ops are counted on the CPU
     if use_torch and on_gpu and not torch.cuda.is_available():
         use_torch, torch_note = False, "this PyTorch has no CUDA device"
     if use_torch and torch_unsupported(cfg):
@@ -389,7 +390,7 @@ def main(argv=None) -> int:
         memory = {lib: (gpu_peak_bytes(lib, s, device), None) for lib, (s, _) in runs.items()}
     rates = time_alternating(runs, args.batch_size, args.steps, args.repeats)
     counts = {"npvit": npvit_step_counts(step, device)}
-    if use_torch:
+    if countable:
         torch_ops, torch_reads = torch_step_counts(name, args.mode, images[:2], labels[:2])
         counts["PyTorch"] = (torch_ops, 0)
 
@@ -416,7 +417,7 @@ def main(argv=None) -> int:
     print("kernel launches per step (host syncs): " + ", ".join(
         f"{lib} " + ("not counted on this device" if c is None else f"{c[0]} ({c[1]})") for lib, c in counts.items())
         + (f"; PyTorch's: its non-view aten ops, foreach AdamW, {torch_reads} reads of CPU scalars left out"
-           if use_torch else ""))
+           if countable else ""))
     for lib, (_, why) in memory.items():
         if why:
             print(f"memory of {lib} not measured: {why}")
