@@ -67,8 +67,11 @@ class FlatParameters:
         xp = backend.get_array_module(self.grads[0])
         for k, indices in enumerate(self.members):
             grads = [self.params[i].grad for i in indices]
-            if all(g is self.grad_views[i] for g, i in zip(grads, indices)):
+            if all(g is None for g in grads):
+                self.grads[k].fill(0)
                 continue
+            if all(g is None or g is self.grad_views[i] for g, i in zip(grads, indices)):
+                continue  # gathered already
             if all(g is not None for g in grads):
                 xp.concatenate([g.reshape(-1) for g in grads], out=self.grads[k])
             else:  # a parameter the loss did not reach: it keeps no gradient, its slot reads as 0
