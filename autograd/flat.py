@@ -12,6 +12,8 @@ into the gradient buffer with one concatenation and rebinds each ``.grad`` to it
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import backend
 
 
@@ -91,8 +93,20 @@ class FlatParameters:
             total = total + xp.vdot(g, g)
         return xp.sqrt(total)
 
+    def gathered(self) -> bool:
+        """Whether every gradient there is is its view of the gradient buffer."""
+        return all(p.grad is None or p.grad is v for p, v in zip(self.params, self.grad_views))
+
     def clip_grad_norm(self, max_norm, eps=1e-6):
-        """Scale the gradients by min(1, max_norm / (norm + eps)) on the device; return the norm (0-d array)."""
+        """Scale the gradients by min(1, max_norm / (norm + eps)); return the norm, a 0-d array (no sync).
+
+        On a GPU, on the gradient buffer (gathered first): a few launches. On the CPU,
+        unless already gathered (by an all-reduce), parameter by parameter: each in
+        cache, with no gathering copy.
+        """
+        xp = backend.get_array_module(self.grads[0])
+        if xp is np and not self.gathered():
+            return np.float64(clip_grad_norm(self.params, max_norm, eps))
         self.gather_grads()
         norm = self.grad_norm()
         scale = clip_factor(norm, max_norm, eps)
@@ -105,3 +119,22 @@ def clip_factor(norm, max_norm, eps):
     """min(1, max_norm / (norm + eps)): the factor that brings a global norm down to ``max_norm``, an array."""
     xp = backend.get_array_module(norm)
     return xp.minimum(max_norm / (norm + eps), 1.0)
+
+
+def clip_grad_norm(parameters, max_norm, eps=1e-6) -> float:
+    """Scale all gradients by min(1, max_norm / (norm + eps)), norm their global L2 norm; return that norm.
+
+    The gradients are replaced rather than scaled in place: the engine may hand the
+    same gradient array to two leaves, or a read-only broadcast view. (An optimizer's
+    ``flat.clip_grad_norm`` scales its own gradient buffer in place and returns the
+    norm on the device, with no sync.)
+    """
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return 0.0
+    xp = backend.get_array_module(params[0].grad)
+    total = xp.sqrt(sum(xp.vdot(p.grad.ravel(), p.grad.ravel()) for p in params))
+    scale = clip_factor(total, max_norm, eps)
+    for p in params:
+        p.grad = p.grad * scale
+    return float(total)

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backend
-from .flat import FlatParameters, clip_factor
+from .flat import FlatParameters, clip_grad_norm  # noqa: F401  (clip_grad_norm is this module's API)
+from .ops.util import blocks
 from .tensor import Tensor
 
 
@@ -114,7 +115,8 @@ class Optimizer:
             return
         bad = None if ok is None or not backend.is_gpu_array(ok) else ~ok
         flat = self.flat
-        flat.gather_grads()
+        if backend.is_gpu_array(flat.data[0]):  # the CPU updates each parameter in cache unless gathered already
+            flat.gather_grads()
         start = 0
         for g, group in enumerate(self.param_groups):
             indices = list(range(start, start + len(group["params"])))
@@ -162,7 +164,15 @@ class Optimizer:
             if len(views) != len(states) or any(s[name] is not v for s, v in zip(states, views)):
                 whole = xp.concatenate([s[name].reshape(-1) for s in states])
             state[name] = whole
-        self._masked_update(flat.data[k][lo:hi], flat.grads[k][lo:hi], state, group, bad)
+        param, grad = flat.data[k][lo:hi], flat.grads[k][lo:hi]
+        if all(n in state for n in self.array_state):
+            # in cache-sized blocks on the CPU, so that the update's passes run in cache (one block on a GPU)
+            for b in blocks(hi - lo, 1, xp):
+                part = {n: v[b] if n in self.array_state else v for n, v in state.items()}
+                self._masked_update(param[b], grad[b], part, group, bad)
+            state.update({n: part[n] for n in self.scalar_state if n in part})
+        else:  # the first step makes the state, whole
+            self._masked_update(param, grad, state, group, bad)
         for name in self.array_state:
             if name in state:
                 views = [state[name][a - lo:b - lo].reshape(flat.params[i].shape)
@@ -354,25 +364,6 @@ def param_groups_weight_decay(named_parameters, weight_decay, skip=NO_WEIGHT_DEC
         else:
             decay.append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def clip_grad_norm(parameters, max_norm, eps=1e-6) -> float:
-    """Scale all gradients by min(1, max_norm / (norm + eps)), norm their global L2 norm; return that norm.
-
-    The gradients are replaced rather than scaled in place: the engine may hand the
-    same gradient array to two leaves, or a read-only broadcast view. (An optimizer's
-    ``flat.clip_grad_norm`` scales its own gradient buffer in place and returns the
-    norm on the device, with no sync.)
-    """
-    params = [p for p in parameters if p.grad is not None]
-    if not params:
-        return 0.0
-    xp = backend.get_array_module(params[0].grad)
-    total = xp.sqrt(sum(xp.vdot(p.grad.ravel(), p.grad.ravel()) for p in params))
-    scale = clip_factor(total, max_norm, eps)
-    for p in params:
-        p.grad = p.grad * scale
-    return float(total)
 
 
 def set_lr(optimizer, lr) -> None:

@@ -443,6 +443,7 @@ def test_parameters_stay_views_of_the_flat_buffer_across_a_model_and_optimizer_l
     model, x = _two_layer_model()
     opt = optim.AdamW(model.parameters(), lr=1e-2)
     model(x).sum().backward()
+    opt.flat.gather_grads()
     opt.step()
     saved_model, saved_opt = model.state_dict(), opt.state_dict()
     model.load_state_dict(saved_model)
@@ -453,6 +454,7 @@ def test_parameters_stay_views_of_the_flat_buffer_across_a_model_and_optimizer_l
     before = model.state_dict()
     opt.zero_grad()
     model(x).sum().backward()
+    opt.flat.gather_grads()  # as an all-reduce does (a GPU always): the step then runs on whole buffers
     opt.step()
     assert all(not np.array_equal(v, before[k]) for k, v in model.state_dict().items())
     for i, p in enumerate(model.parameters()):
@@ -470,7 +472,9 @@ def test_a_flat_step_matches_the_step_of_each_parameter_alone():
         for p, t, o in zip(model.parameters(), twin, alone):
             t.grad = p.grad.copy()
             o.step()
+        flat_opt.flat.gather_grads()
         flat_opt.step()
+    assert flat_opt._segments  # the whole-buffer update ran
     for p, t in zip(model.parameters(), twin):
         np.testing.assert_array_equal(p.data, t.data)
 
