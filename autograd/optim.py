@@ -17,6 +17,11 @@ Parameters are numbered 0, 1, ... in the order of the groups and of the paramete
 within them; ``state`` keys are ``"{index}.{name}"``; ``step`` counts ``step()`` calls.
 Save ``state`` with ``np.savez`` and the rest with ``json.dump``.
 
+On a GPU the parameters, gradients and state are views into flat buffers
+(``autograd/flat.py``), and a group's update is a few whole-buffer operations; the
+state dict is per parameter all the same. ``step(ok=flag)`` takes a device flag that
+leaves everything unchanged when False, so a trainer need not read it every step.
+
 Schedules map a step to a learning rate and nothing else, so a resumed run gets the
 same rate at step s as an uninterrupted one: ``set_lr(opt, schedule(s))``.
 """
