@@ -17,6 +17,11 @@ Parameters are numbered 0, 1, ... in the order of the groups and of the paramete
 within them; ``state`` keys are ``"{index}.{name}"``; ``step`` counts ``step()`` calls.
 Save ``state`` with ``np.savez`` and the rest with ``json.dump``.
 
+On a GPU the parameters, gradients and state are views into flat buffers
+(``autograd/flat.py``), and a group's update is a few whole-buffer operations; the
+state dict is per parameter all the same. ``step(ok=flag)`` takes a device flag that
+leaves everything unchanged when False, so a trainer need not read it every step.
+
 Schedules map a step to a learning rate and nothing else, so a resumed run gets the
 same rate at step s as an uninterrupted one: ``set_lr(opt, schedule(s))``.
 """
@@ -28,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backend
+from .flat import FlatParameters, clip_grad_norm  # noqa: F401  (clip_grad_norm is this module's API)
+from .ops.util import blocks
 from .tensor import Tensor
 
 
@@ -54,6 +61,8 @@ class Optimizer:
         self.param_groups = []
         self.state = {}  # flat parameter index -> {name: array or int}
         self.steps = 0
+        self._flat = None
+        self._segments = {}  # group index -> {state name: (flat array, the parameters' views of it)}
         params = list(params)
         if not params:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
@@ -75,6 +84,7 @@ class Optimizer:
             group.setdefault(key, value)
         group["params"] = params
         self.param_groups.append(group)
+        self._flat = None  # remade, with the new group's parameters, on the next use
 
     def _indexed(self):
         """(flat index, group, parameter) for every parameter, in state-dict order."""
@@ -89,18 +99,109 @@ class Optimizer:
         for _, _, p in self._indexed():
             p.grad = None
 
-    def step(self) -> None:
-        """Update every parameter that has a gradient; parameters without one are left alone."""
-        for i, group, p in self._indexed():
-            if p.grad is None:
-                continue
-            state = self.state.setdefault(i, {})
-            device = backend.array_device(p.data)
-            for name in self.array_state:  # the model may have moved since the state was made
-                if name in state and backend.array_device(state[name]) != device:
-                    state[name] = backend.to_device(state[name], device)
-            self.update(p.data, p.grad, state, group)
+    @property
+    def flat(self) -> FlatParameters:
+        """The parameters as views into one buffer per dtype (``autograd/flat.py``), made on first use."""
+        if self._flat is None:
+            self._flat = FlatParameters([p for _, _, p in self._indexed()])
+        self._flat.attach()
+        return self._flat
+
+    def step(self, ok=None) -> None:
+        """Update every parameter that has a gradient; parameters without one are left alone.
+
+        ``ok`` False (a 0-d boolean array on a GPU, read there by nobody) leaves the
+        parameters and the moments as they were, so a step with a non-finite loss
+        changes nothing without the host waiting for the device to say so. The step
+        counters still advance on a GPU: a trainer stops at its next read of the flag
+        and saves nothing after it, so they are never written (``npvit/trainer.py``).
+        """
+        if ok is not None and not backend.is_gpu_array(ok) and not ok:
+            return
+        bad = None if ok is None or not backend.is_gpu_array(ok) else ~ok
+        flat = self.flat
+        if backend.is_gpu_array(flat.data[0]):  # the CPU updates each parameter in cache unless gathered already
+            flat.gather_grads()
+        start = 0
+        for g, group in enumerate(self.param_groups):
+            indices = list(range(start, start + len(group["params"])))
+            start += len(indices)
+            if indices and not self._step_segment(g, group, indices, bad):
+                for i in indices:
+                    p = flat.params[i]
+                    if p.grad is not None:
+                        self._masked_update(p.data, p.grad, self._state_on(i, p), group, bad)
         self.steps += 1
+
+    def _state_on(self, i, p) -> dict:
+        """Parameter ``i``'s state, its arrays on the parameter's device (the model may have moved since)."""
+        state = self.state.setdefault(i, {})
+        device = backend.array_device(p.data)
+        for name in self.array_state:
+            if name in state and backend.array_device(state[name]) != device:
+                state[name] = backend.to_device(state[name], device)
+        return state
+
+    def _step_segment(self, g, group, indices, bad) -> bool:
+        """Update group ``g`` as one run of each flat buffer; False (nothing done) when it does not fit one.
+
+        It fits when its parameters lie side by side in one buffer, all have gradients and
+        all have the same state entries and counters; then the group's state arrays are
+        views of one flat array per entry too, made here (again after a load) by one
+        concatenation each.
+        """
+        flat = self.flat
+        span = flat.span(indices)
+        if span is None or any(flat.params[i].grad is not flat.grad_views[i] for i in indices):
+            return False
+        states = [self._state_on(i, flat.params[i]) for i in indices]
+        if any(s.keys() != states[0].keys() or any(s[n] != states[0][n] for n in self.scalar_state if n in s)
+               for s in states):
+            return False
+        k, lo, hi = span
+        xp = backend.get_array_module(flat.data[k])
+        seg = self._segments.setdefault(g, {})
+        state = {n: states[0][n] for n in self.scalar_state if n in states[0]}
+        for name in self.array_state:
+            if name not in states[0]:
+                continue
+            whole, views = seg.get(name, (None, ()))
+            if len(views) != len(states) or any(s[name] is not v for s, v in zip(states, views)):
+                whole = xp.concatenate([s[name].reshape(-1) for s in states])
+            state[name] = whole
+        param, grad = flat.data[k][lo:hi], flat.grads[k][lo:hi]
+        if all(n in state for n in self.array_state):
+            # in cache-sized blocks on the CPU, so that the update's passes run in cache (one block on a GPU)
+            for b in blocks(hi - lo, 1, xp):
+                part = {n: v[b] if n in self.array_state else v for n, v in state.items()}
+                self._masked_update(param[b], grad[b], part, group, bad)
+            state.update({n: part[n] for n in self.scalar_state if n in part})
+        else:  # the first step makes the state, whole
+            self._masked_update(param, grad, state, group, bad)
+        for name in self.array_state:
+            if name in state:
+                views = [state[name][a - lo:b - lo].reshape(flat.params[i].shape)
+                         for i, (_, a, b) in ((i, flat.slots[i]) for i in indices)]
+                seg[name] = (state[name], views)
+                for s, v in zip(states, views):
+                    s[name] = v
+        for s in states:
+            s.update({n: state[n] for n in self.scalar_state if n in state})
+        return True
+
+    def _masked_update(self, param, grad, state, group, bad) -> None:
+        """``update``, undone on the device where ``bad`` (a 0-d boolean array) is True."""
+        if bad is None:
+            self.update(param, grad, state, group)
+            return
+        xp = backend.get_array_module(param)
+        before = [(param, param.copy())] + [(state[n], state[n].copy()) for n in self.array_state if n in state]
+        made = [n for n in self.array_state if n not in state]
+        self.update(param, grad, state, group)
+        for now, old in before:
+            xp.copyto(now, old, where=bad)
+        for name in made:  # state a bad first step made: as if no step had been
+            xp.copyto(state[name], 0, where=bad)
 
     def update(self, param, grad, state, group) -> None:
         """Change ``param`` in place given its gradient; every subclass defines its own rule."""
@@ -268,24 +369,6 @@ def param_groups_weight_decay(named_parameters, weight_decay, skip=NO_WEIGHT_DEC
         else:
             decay.append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def clip_grad_norm(parameters, max_norm, eps=1e-6) -> float:
-    """Scale all gradients by max_norm / norm when their global L2 norm exceeds max_norm; return that norm.
-
-    The gradients are replaced rather than scaled in place: the engine may hand the
-    same gradient array to two leaves, or a read-only broadcast view.
-    """
-    params = [p for p in parameters if p.grad is not None]
-    if not params:
-        return 0.0
-    xp = backend.get_array_module(params[0].grad)
-    total = math.sqrt(float(sum(xp.vdot(p.grad.ravel(), p.grad.ravel()) for p in params)))
-    scale = max_norm / (total + eps)
-    if scale < 1.0:
-        for p in params:
-            p.grad = p.grad * scale
-    return total
 
 
 def set_lr(optimizer, lr) -> None:

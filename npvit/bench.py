@@ -3,6 +3,11 @@
     python -m npvit.bench --model vit-tiny --batch-size 128 --device cpu --threads 2
     python -m npvit.bench --model vit-s16 --batch-size 128 --device gpu --mode infer
 
+Kernel launches and host syncs per step are printed beside the rates: npvit's where the
+device counts them (the CuPy stand-in of ``tests/fakecupy.py``, e.g.
+``NPVIT_FAKE_CUPY=1 PYTHONPATH=tests python -m npvit.bench --device gpu``), PyTorch's
+as its non-view aten ops under a ``TorchDispatchMode`` with foreach AdamW.
+
 A training step is what the trainer does for one batch: zero the gradients, forward,
 cross-entropy, backward, AdamW step. Inference is a forward pass under ``no_grad`` in
 eval mode. Both run on random images and labels, the data already on the device, so
@@ -111,7 +116,7 @@ def _torch_device(device):
     return "cpu" if kind == "cpu" else f"cuda:{index}"
 
 
-def torch_runner(name, mode, images, labels, device, state_dict=None):
+def torch_runner(name, mode, images, labels, device, state_dict=None, foreach=None):
     """(model, step): the PyTorch twin's training step or inference pass, loaded with ``state_dict`` if given."""
     import torch
     import torch.nn.functional as F
@@ -133,13 +138,54 @@ def torch_runner(name, mode, images, labels, device, state_dict=None):
         def step():
             model(x)
     else:
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=foreach)
 
         def step():
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
             opt.step()
     return model, step
+
+
+def npvit_step_counts(step, device):
+    """(kernel launches, host syncs) of one npvit step, where the device counts them (the CuPy stand-in
+    of tests/fakecupy.py, ``NPVIT_FAKE_CUPY=1``), else None: real CuPy keeps no count."""
+    meter = getattr(backend.xp_for(device), "meter", None) if device != "cpu" else None
+    if meter is None:
+        return None
+    meter.reset()
+    step()
+    return sum(meter.launches.values()), sum(meter.syncs.values())
+
+
+def torch_step_counts(name, mode, images, labels):
+    """(aten ops, reads of CPU scalars) of one step of the PyTorch twin with foreach AdamW, on the CPU.
+
+    Counted under a ``TorchDispatchMode``: every aten op that is not a view (a view
+    launches nothing on a GPU); reads of a CPU scalar (``_local_scalar_dense``: AdamW's
+    step counters live on the host, so on a GPU too they are no sync) are counted
+    apart. The CPU's count stands for a GPU's: the same ops dispatch on both.
+    """
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops, self.reads = 0, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                self.reads += 1
+            elif not func.is_view:
+                self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    _, step = torch_runner(name, mode, images, labels, "cpu", foreach=True)
+    step()  # the optimizer makes its state on the first step
+    with Count() as count:
+        step()
+    return count.ops, count.reads
 
 
 def _torch_synchronize(device):
@@ -316,6 +362,9 @@ def main(argv=None) -> int:
             import torch
         except ImportError:
             use_torch, torch_note = False, "PyTorch is not installed"
+    countable = use_torch and not torch_unsupported(cfg)  # PyTorch's ops are counted on the CPU
+    if use_torch and on_gpu and not torch.cuda.is_available():
+        use_torch, torch_note = False, "this PyTorch has no CUDA device"
     if use_torch and torch_unsupported(cfg):
         use_torch, torch_note = False, f"the PyTorch twin does not model {torch_unsupported(cfg)}"
     if use_torch and args.threads is not None:
@@ -340,6 +389,10 @@ def main(argv=None) -> int:
     if args.memory and on_gpu:
         memory = {lib: (gpu_peak_bytes(lib, s, device), None) for lib, (s, _) in runs.items()}
     rates = time_alternating(runs, args.batch_size, args.steps, args.repeats)
+    counts = {"npvit": npvit_step_counts(step, device)}
+    if countable:
+        torch_ops, torch_reads = torch_step_counts(name, args.mode, images[:2], labels[:2])
+        counts["PyTorch"] = (torch_ops, 0)
 
     print(f"npvit.bench: {name}" + (f" ({args.model})" if args.model != name else "")
           + f", batch {args.batch_size}, {args.mode}, float32, {device}")
@@ -361,6 +414,10 @@ def main(argv=None) -> int:
         mem = [memory.get(lib, (None, None))[0] for lib in ("npvit", "PyTorch")]
         mem_ratio = f"{mem[0] / mem[1]:.2f}" if None not in mem and mem[1] else "n/a"
         print(f"{'npvit/PyTorch':16s}{speed:20.2f}{f'[{min(paired):.2f} - {max(paired):.2f}]':>20s}{mem_ratio:>20s}")
+    print("kernel launches per step (host syncs): " + ", ".join(
+        f"{lib} " + ("not counted on this device" if c is None else f"{c[0]} ({c[1]})") for lib, c in counts.items())
+        + (f"; PyTorch's: its non-view aten ops, foreach AdamW, {torch_reads} reads of CPU scalars left out"
+           if countable else ""))
     for lib, (_, why) in memory.items():
         if why:
             print(f"memory of {lib} not measured: {why}")

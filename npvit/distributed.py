@@ -133,17 +133,15 @@ class RowGenerator:
 
 
 class _Flat:
-    """One contiguous buffer holding every parameter's worth of numbers in turn, then ``extra`` more."""
+    """One contiguous buffer holding every parameter's worth of numbers in turn."""
 
-    def __init__(self, params, extra: int = 0):
+    def __init__(self, params):
         xp = backend.get_array_module(params[0].data)
-        self.size = sum(p.data.size for p in params)
-        self.buffer = xp.empty(self.size + extra, dtype=np.result_type(*(p.dtype for p in params)))
+        self.buffer = xp.empty(sum(p.data.size for p in params), dtype=np.result_type(*(p.dtype for p in params)))
         self.views, offset = [], 0
         for p in params:
             self.views.append(self.buffer[offset: offset + p.data.size].reshape(p.shape))
             offset += p.data.size
-        self.key = [id(p) for p in params], extra
 
 
 class Communicator:
@@ -171,8 +169,9 @@ class Communicator:
         """The communicator that reduces arrays living on ``device``."""
         return self
 
-    def average_gradients(self, params, stats=()) -> list:
-        """Average the gradients of ``params`` over the processes, in place; return ``stats`` summed over them."""
+    def average_gradients(self, flat, stats=()) -> list:
+        """Average the gradient buffers of ``flat`` (``autograd.flat.FlatParameters``) over the processes, in place;
+        return ``stats`` (0-d arrays or numbers) summed over them."""
         return list(stats)
 
     def broadcast_parameters(self, params) -> None:
@@ -207,7 +206,6 @@ class MPICommunicator(Communicator):
         self.rank, self.world_size = self.comm.Get_rank(), self.comm.Get_size()
         self.node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)  # the processes of this machine
         self.local_rank, self.local_size = self.node.Get_rank(), self.node.Get_size()
-        self._flat = None
 
     def pick_device(self, device) -> str:
         """'gpu' means one GPU per process: the local rank's (modulo the GPUs this process sees); 'gpu:N' stays."""
@@ -228,25 +226,17 @@ class MPICommunicator(Communicator):
             return NCCLCommunicator(self.comm, device)
         return self
 
-    def _flat_for(self, params, extra: int) -> _Flat:
-        """The flat buffer of ``params`` (kept between steps)."""
-        if self._flat is None or self._flat.key != ([id(p) for p in params], extra):
-            self._flat = _Flat(params, extra)
-        return self._flat
-
-    def average_gradients(self, params, stats=()) -> list:
-        flat = self._flat_for(params, len(stats))
-        for p, view in zip(params, flat.views):
-            view[...] = 0 if p.grad is None else p.grad
-        for i, s in enumerate(stats):
-            flat.buffer[flat.size + i] = s
-        self._allreduce(flat.buffer)
-        grads = flat.buffer[: flat.size]
-        grads *= 1.0 / self.world_size
-        for p, view in zip(params, flat.views):
-            if p.grad is not None:  # every process has the same graph, so the same parameters have gradients
-                p.grad = view
-        return list(flat.buffer[flat.size:].copy())  # a copy: the buffer is overwritten next step
+    def average_gradients(self, flat, stats=()) -> list:
+        flat.gather_grads()
+        for grads in flat.grads:  # one buffer per dtype, so a whole model is one collective
+            self._allreduce(grads)
+            grads *= 1.0 / self.world_size
+        if not stats:
+            return []
+        xp = backend.get_array_module(flat.grads[0])
+        summed = xp.stack([xp.asarray(s, dtype=np.float64) for s in stats])
+        self._allreduce(summed)
+        return list(summed)
 
     def broadcast_parameters(self, params) -> None:
         flat = _Flat(params)

@@ -30,6 +30,7 @@ Rank 0 alone writes the run directory and prints.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import replace
@@ -200,6 +201,8 @@ class Trainer:
             self.best_acc = resume_from.extra["best_acc"]
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.comm.broadcast_parameters(self.params)
+        self.finite = None  # were all steps since the last check finite: a 0-d bool array on the device
+        self.unchecked = []  # (step, loss, grad norm, finite) of those steps, to name the first bad one
 
     # --- one step -------------------------------------------------------------------
     def loss_and_metrics(self, x, y, gen):
@@ -232,15 +235,39 @@ class Trainer:
         loss, correct, count = self.loss_and_metrics(batch.x, batch.y, gen)
         self.optimizer.zero_grad()
         loss.backward()
-        # one all-reduce for the gradients and the step's numbers: every process sees the global loss
-        loss_sum, correct, count = self.comm.average_gradients(self.params, (loss.data, correct, count))
+        flat = self.optimizer.flat
+        flat.gather_grads()
+        # one all-reduce for the gradients and one for the step's numbers: every process sees the global loss
+        loss_sum, correct, count = self.comm.average_gradients(flat, (loss.data, correct, count))
         loss_value = loss_sum / self.comm.world_size
-        if not bool(self.xp.isfinite(loss_value)):
-            raise NonFiniteLoss(f"the loss became {float(loss_value)} at step {self.step}")
-        grad_norm = optim.clip_grad_norm(self.params, cfg.clip_grad) if cfg.clip_grad else None
-        self.optimizer.step()
+        grad_norm = flat.clip_grad_norm(cfg.clip_grad) if cfg.clip_grad else None
+        finite = self.xp.isfinite(loss_value)
+        if grad_norm is not None:
+            finite &= self.xp.isfinite(grad_norm)
+        # Sticky: once a step is bad every later update is masked too, so when the flag is
+        # read (check_finite) the parameters are those after the last good step.
+        self.finite = finite if self.finite is None else self.finite & finite
+        self.unchecked.append((self.step, loss_value, grad_norm, finite))
+        self.optimizer.step(ok=self.finite)
         self.step += 1
+        if not backend.is_gpu_array(self.finite):
+            self.check_finite()  # a NumPy flag is read for free: the CPU stops at the bad step itself
         return loss_value, correct, count, grad_norm, lr
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteLoss naming the first bad step since the last check (on a GPU, a sync).
+
+        Called at every logging boundary and before every checkpoint, so a run stops at
+        the first of them after a bad step, with nothing of that step or after it saved.
+        """
+        if self.finite is not None and not bool(self.finite):
+            for step, loss, grad_norm, finite in self.unchecked:
+                if not bool(finite):
+                    loss = float(loss)
+                    what = f"the loss became {loss}" if not math.isfinite(loss) else \
+                        f"the gradient norm became {float(grad_norm)}"
+                    raise NonFiniteLoss(f"{what} at step {step}")
+        self.unchecked.clear()
 
     # --- evaluation -----------------------------------------------------------------
     def evaluate(self) -> dict:
@@ -257,7 +284,8 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def save(self, name: str) -> str:
-        """Write a checkpoint of the whole run state atomically into the run directory."""
+        """Write a checkpoint of the whole run state atomically into the run directory (after a bad step: none)."""
+        self.check_finite()
         path = os.path.join(self.run_dir, name)
         ckpt.save_checkpoint(
             path, self.model, step=self.step, optimizer_state=self.optimizer.state_dict(),
@@ -291,13 +319,14 @@ class Trainer:
                     tick_images += cfg.batch_size
                     bar.update(1)
                     if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                        self.check_finite()
                         elapsed = time.time() - tick
                         record = {"step": self.step, "epoch": epoch, "lr": lr, "loss": float(run_loss) / run_steps,
                                   "images_per_s": tick_images / max(elapsed, 1e-9)}
                         if run_count:  # the pixel-regression target has nothing to count as right
                             record["acc"] = float(run_correct) / float(run_count)
                         if grad_norm is not None:
-                            record["grad_norm"] = grad_norm
+                            record["grad_norm"] = float(grad_norm)
                         bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record.get('acc', 0):.3f}",
                                         lr=f"{lr:.2e}", img_s=f"{record['images_per_s']:.0f}")
                         self.log(record)

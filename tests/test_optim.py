@@ -430,3 +430,73 @@ def mlp_loss_curve(make_opt, steps=300):
 def test_mlp_loss_goes_down(make_opt):
     losses = mlp_loss_curve(make_opt)
     assert losses[-1] < losses[0] / 50, (losses[0], losses[-1])
+
+
+# --- flat buffers -----------------------------------------------------------------------------
+def _two_layer_model():
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    x = Tensor(np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32))
+    return model, x
+
+
+def test_parameters_stay_views_of_the_flat_buffer_across_a_model_and_optimizer_load():
+    model, x = _two_layer_model()
+    opt = optim.AdamW(model.parameters(), lr=1e-2)
+    model(x).sum().backward()
+    opt.flat.gather_grads()
+    opt.step()
+    saved_model, saved_opt = model.state_dict(), opt.state_dict()
+    model.load_state_dict(saved_model)
+    opt.load_state_dict(saved_opt)
+    flat = opt._flat  # as it was: a load that rebinds .data would make the next step gather everything again
+    for p, view in zip(model.parameters(), flat.data_views):
+        assert p.data is view and np.shares_memory(p.data, flat.data[0]), p.shape
+    before = model.state_dict()
+    opt.zero_grad()
+    model(x).sum().backward()
+    opt.flat.gather_grads()  # as an all-reduce does (a GPU always): the step then runs on whole buffers
+    opt.step()
+    assert all(not np.array_equal(v, before[k]) for k, v in model.state_dict().items())
+    for i, p in enumerate(model.parameters()):
+        assert np.shares_memory(opt.state[i]["exp_avg"], opt._segments[0]["exp_avg"][0])
+
+
+def test_a_flat_step_matches_the_step_of_each_parameter_alone():
+    model, x = _two_layer_model()
+    twin = [nn.Parameter(p.data.copy()) for p in model.parameters()]
+    flat_opt = optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    alone = [optim.AdamW([p], lr=1e-2, weight_decay=0.1) for p in twin]
+    for _ in range(3):
+        flat_opt.zero_grad()
+        model(x).sum().backward()
+        for p, t, o in zip(model.parameters(), twin, alone):
+            t.grad = p.grad.copy()
+            o.step()
+        flat_opt.flat.gather_grads()
+        flat_opt.step()
+    assert flat_opt._segments  # the whole-buffer update ran
+    for p, t in zip(model.parameters(), twin):
+        np.testing.assert_array_equal(p.data, t.data)
+
+
+def test_gathering_twice_keeps_the_gradients_when_one_parameter_has_none():
+    a, b = nn.Parameter(np.zeros(2)), nn.Parameter(np.zeros(3))
+    opt = optim.SGD([a, b], lr=1.0)
+    a.grad = np.array([3.0, 4.0])
+    opt.flat.gather_grads()
+    opt.flat.gather_grads()
+    np.testing.assert_array_equal(a.grad, [3.0, 4.0])
+    assert b.grad is None and float(opt.flat.grad_norm()) == 5.0
+
+
+def test_a_false_flag_leaves_parameters_and_state_as_they_were():
+    model, x = _two_layer_model()
+    opt = optim.AdamW(model.parameters(), lr=1e-2)
+    model(x).sum().backward()
+    opt.step()
+    params, state = model.state_dict(), opt.state_dict()["state"]
+    opt.step(ok=np.bool_(False))
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, params[k])
+    for k, v in opt.state_dict()["state"].items():
+        np.testing.assert_array_equal(v, state[k])

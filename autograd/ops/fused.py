@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..backend import get_array_module
 from ..engine import Function
 from ..tensor import as_tensor_like
@@ -74,6 +76,8 @@ class LayerNorm(Function):
         bias = affine[-1] if has_bias else None
         dim = x.shape[-1]
         x2 = x.reshape(-1, dim)  # (M, D)
+        if xp is not np:
+            return _layer_norm_whole(xp, x2, weight, bias, eps, has_bias, needs_input_grad, x.shape)
         out = xp.empty(x2.shape, dtype=x.dtype)
         mean = xp.empty((len(x2), 1), dtype=x.dtype)  # (M, 1)
         rstd = xp.empty((len(x2), 1), dtype=x.dtype)  # (M, 1)
@@ -109,6 +113,8 @@ class LayerNorm(Function):
         xp = get_array_module(g)
         dim = g.shape[-1]
         g2 = g.reshape(-1, dim)  # (M, D)
+        if xp is not np:
+            return _layer_norm_whole_backward(g2, x2, rstd, weight, has_bias, needs, g.shape)
         w_mean = xp.full(dim, 1.0 / dim, dtype=g.dtype) if weight is None else weight / dim
         dx = xp.empty(g2.shape, dtype=g.dtype) if needs[0] else None
         dw = xp.zeros(dim, dtype=g.dtype) if weight is not None and needs[1] else None
@@ -142,6 +148,44 @@ class LayerNorm(Function):
         if has_bias:
             grads.append(db)
         return tuple(grads)
+
+
+def _layer_norm_whole(xp, x2, weight, bias, eps, has_bias, needs, shape):
+    """LayerNorm's forward on a GPU: whole-array passes, few of them (each pass is a kernel launch).
+
+    The blocking of the CPU path buys cache locality a GPU does not need, and its
+    matrix-vector means cost two launches each; here the cache keeps xhat itself
+    (the ``x2`` slot of the cache) so that the backward does not remake it.
+    """
+    mean = x2.mean(axis=1, keepdims=True)  # (M, 1)
+    xh = x2 - mean
+    var = xp.square(xh).mean(axis=1, keepdims=True)
+    var += eps
+    rstd = var ** -0.5  # (M, 1)
+    xh *= rstd  # xhat
+    out = xh if weight is None else xh * weight
+    if bias is not None:
+        out = out + bias
+    cache = (xh, None, rstd, weight, has_bias, needs) if any(needs) else None
+    return out.reshape(shape), cache
+
+
+def _layer_norm_whole_backward(g2, xh, rstd, weight, has_bias, needs, shape):
+    """LayerNorm's backward on a GPU, from the cached xhat: the formula of ``LayerNorm.backward``, whole arrays."""
+    grads = []
+    dxhat = g2 if weight is None else g2 * weight
+    if needs[0]:
+        dx = dxhat - dxhat.mean(axis=1, keepdims=True)  # dxhat - mean(dxhat)
+        dx -= xh * (dxhat * xh).mean(axis=1, keepdims=True)  # - xhat mean(dxhat xhat)
+        dx *= rstd
+        grads.append(dx.reshape(shape))
+    else:
+        grads.append(None)
+    if weight is not None:
+        grads.append((g2 * xh).sum(axis=0) if needs[1] else None)
+    if has_bias:
+        grads.append(g2.sum(axis=0) if needs[-1] else None)
+    return tuple(grads)
 
 
 def layer_norm(x, weight=None, bias=None, eps=1e-6):
