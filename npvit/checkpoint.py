@@ -45,6 +45,10 @@ META_KEY = "__npvit__"
 _DEFAULT_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 
 
+class NonFiniteState(ValueError):
+    """The state to be saved holds NaN or infinity; nothing was written, so the file on disk stays as it was."""
+
+
 @dataclass
 class Checkpoint:
     """What a checkpoint file holds: its format ("npvit", "timm", "google"), the model's config and
@@ -102,7 +106,9 @@ def save_checkpoint(path, model: VisionTransformer, step=0, optimizer_state=None
     """Write ``model`` (state and config), ``step``, ``optimizer_state`` (e.g. ``optimizer.state_dict()``)
     and ``extra`` (any tree of arrays, numbers, strings, lists and dicts) to ``path`` atomically.
 
-    Returns the path. Loading gives every array back bit for bit.
+    Returns the path. Loading gives every array back bit for bit. A floating-point array
+    holding NaN or infinity raises ``NonFiniteState`` before anything is written: a run
+    that diverged must not replace its last good checkpoint with one it cannot resume from.
     """
     path = os.fspath(path)
     arrays = model.state_dict()
@@ -114,6 +120,9 @@ def save_checkpoint(path, model: VisionTransformer, step=0, optimizer_state=None
         "optimizer": _encode(optimizer_state, "optimizer", arrays),
         "extra": _encode(extra, "extra", arrays),
     }
+    for name, a in arrays.items():
+        if np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
+            raise NonFiniteState(f"{name} holds NaN or infinity")
     arrays[META_KEY] = np.array(json.dumps(meta))
     with atomic_write(path, fsync=True) as f:
         np.savez(f, **arrays)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 
@@ -39,7 +40,7 @@ import autograd
 from autograd import backend, nn, ops, optim
 
 from . import checkpoint as ckpt
-from . import distributed, mpp
+from . import distributed, interrupts, mpp
 from .config import get_config
 from .data import Augment, Loader, load_dataset, seed_generator
 from .fileio import atomic_write
@@ -50,7 +51,13 @@ from .recipes import TrainConfig, TrainError
 EVAL_STREAM = "mpp-eval"
 
 class NonFiniteLoss(Exception):
-    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+    """The loss (or the parameters, or the optimizer state) became NaN or infinite; the run stops.
+
+    ``kept`` is the run's last good checkpoint, or None when none was written yet:
+    a checkpoint is only ever written from a finite state.
+    """
+
+    kept: str | None = None
 
 
 # --- the loss of each mode -------------------------------------------------------------
@@ -76,6 +83,8 @@ def load_data(cfg: TrainConfig):
     options = {}
     if cfg.dataset == "synthetic":
         options["image_size"] = cfg.image_size or 32
+    elif cfg.dataset == "imagefolder" and cfg.image_size:  # decoded at the run's size, whatever each file's
+        options["image_size"] = cfg.image_size
     train = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, download=cfg.download,
                          progress=cfg.progress, **options)
     test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download,
@@ -252,17 +261,33 @@ class Trainer:
         """Append one JSON line to metrics.jsonl."""
         if self.run_dir is None:
             return
-        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
+        path = os.path.join(self.run_dir, "metrics.jsonl")
+        with _writing(path, self.run_dir), open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def save(self, name: str) -> str:
-        """Write a checkpoint of the whole run state atomically into the run directory."""
+        """Write a checkpoint of the whole run state atomically into the run directory.
+
+        A state holding NaN or infinity raises NonFiniteLoss and writes nothing; a disk
+        that is full or read-only raises TrainError; either way the file on disk is kept.
+        """
         path = os.path.join(self.run_dir, name)
-        ckpt.save_checkpoint(
-            path, self.model, step=self.step, optimizer_state=self.optimizer.state_dict(),
-            extra={"best_acc": self.best_acc, **self.extra},
-        )
+        try:
+            with _writing(path, self.run_dir):
+                ckpt.save_checkpoint(
+                    path, self.model, step=self.step, optimizer_state=self.optimizer.state_dict(),
+                    extra={"best_acc": self.best_acc, **self.extra},
+                )
+        except ckpt.NonFiniteState as e:
+            raise NonFiniteLoss(f"the model or optimizer state is not finite at step {self.step} ({e})") from None
         return path
+
+    def last_good(self) -> str | None:
+        """The run's checkpoint-last.npz when there is one (it was written from a finite state), else None."""
+        if self.run_dir is None:
+            return None
+        path = os.path.join(self.run_dir, "checkpoint-last.npz")
+        return path if os.path.exists(path) else None
 
     # --- the loop -------------------------------------------------------------------
     def fit(self) -> dict:
@@ -282,7 +307,8 @@ class Trainer:
                 run_loss, run_steps, run_correct, run_count, tick, tick_images = 0.0, 0, 0, 0, time.time(), 0
                 for _ in range(steps_left):
                     batch = self.loader.batch(*divmod(self.step, self.steps_per_epoch), self.positions)
-                    loss, correct, count, grad_norm, lr = self.train_step(batch)
+                    with interrupts.step_boundary():  # a signal ends the run between steps, never inside one
+                        loss, correct, count, grad_norm, lr = self.train_step(batch)
                     run_loss = run_loss + loss
                     run_steps += 1
                     run_correct = run_correct + correct
@@ -319,18 +345,29 @@ class Trainer:
                             self.save("checkpoint-best.npz")
                 elif self.run_dir is not None:
                     self.save("checkpoint-last.npz")
+        except NonFiniteLoss as e:
+            e.kept = self.last_good()
+            raise
         except KeyboardInterrupt:
             if self.run_dir is not None:
-                path = self.save("checkpoint-last.npz")
-                print(f"interrupted at step {self.step}; saved {path}; continue with --resume {self.run_dir}",
-                      flush=True)
+                self._save_on_interrupt()
             raise
         summary = {"steps": self.step, "best_acc": self.best_acc, "time_s": time.time() - started,
                    "final": last_eval, "run_dir": self.cfg.out, "processes": self.comm.world_size}
         if self.run_dir is not None:
-            with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
-                json.dump(summary, f, indent=2)
+            _write_json(os.path.join(self.run_dir, "summary.json"), summary)
         return summary
+
+    def _save_on_interrupt(self) -> None:
+        """Save the run after Ctrl-C or SIGTERM and say how to continue; say why when it cannot be saved."""
+        where = f"at step {self.step}"
+        try:
+            path = self.save("checkpoint-last.npz")
+            print(f"interrupted {where}; saved {path}; continue with --resume {self.run_dir}", flush=True)
+        except (NonFiniteLoss, TrainError) as e:
+            kept = self.last_good()
+            print(f"interrupted {where}; not saved: {e}; " +
+                  (f"{kept} is kept" if kept else "no checkpoint was written"), flush=True)
 
 
 # --- entry points used by the command line ------------------------------------------------
@@ -380,7 +417,8 @@ def evaluate_checkpoint(cfg: TrainConfig, comm=None) -> dict:
     with comm.node_leader_first():
         test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download,
                             progress=cfg.progress and comm.is_main,
-                            **({"image_size": model.cfg.image_hw[0]} if cfg.dataset == "synthetic" else {}))
+                            **({"image_size": model.cfg.image_hw[0]} if cfg.dataset in ("synthetic", "imagefolder")
+                               else {}))
     if model.cfg.num_classes != test.num_classes:
         raise TrainError(f"the checkpoint has {model.cfg.num_classes} classes but {cfg.dataset} has "
                          f"{test.num_classes}; fine-tune it first (--init)")
@@ -441,6 +479,18 @@ def _one_line(error) -> str:
 
 
 def _write_json(path: str, obj) -> None:
-    """Write JSON atomically (``atomic_write``)."""
-    with atomic_write(path, "w") as f:
+    """Write JSON atomically (``atomic_write``); a full or read-only disk is a TrainError."""
+    with _writing(path, os.path.dirname(path)), atomic_write(path, "w") as f:
         json.dump(obj, f, indent=2)
+
+
+@contextmanager
+def _writing(path: str, run_dir: str):
+    """Turn an OSError while writing ``path`` (disk full, read-only folder) into a one-line TrainError."""
+    try:
+        yield
+    except OSError as e:
+        then = (f"continue with --resume {run_dir}" if os.path.exists(os.path.join(run_dir, "checkpoint-last.npz"))
+                else "run again")
+        raise TrainError(f"cannot write {path} ({e.strerror or e}); free some space or make {run_dir} "
+                         f"writable, then {then}; what was written before is intact") from None
