@@ -112,15 +112,17 @@ def _run(args, comm) -> int:
     from . import trainer as T
 
     if args.resume:
-        given = vars(args)
-        t = T.resume(args.resume, device=given.get("device"), progress=given.get("progress", True), comm=comm)
+        given = {k: v for k, v in vars(args).items() if k not in ("resume", "eval_only", "distributed")}
+        if args.eval_only:  # the run's last checkpoint on its own test split
+            T.check_resume_changes(args.resume, given)
+            cfg, _ = T.read_run_config(args.resume)
+            cfg = dataclasses.replace(cfg, init=os.path.join(args.resume, "checkpoint-last.npz"), **given)
+            return _print_evaluation(T.evaluate_checkpoint(cfg, comm), comm)
+        t = T.resume(args.resume, changes=given, comm=comm)
     else:
         cfg = recipes.resolve(config_from_args(args))
         if args.eval_only:
-            result = T.evaluate_checkpoint(cfg, comm)
-            if comm.is_main:
-                print(json.dumps(result))
-            return 0
+            return _print_evaluation(T.evaluate_checkpoint(cfg, comm), comm)
         if cfg.out is None:  # rank 0's clock names the run for every process
             cfg.out = comm.share(os.path.join("runs", f"{cfg.dataset}-{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}"))
         t = T.start(cfg, comm)
@@ -129,6 +131,13 @@ def _run(args, comm) -> int:
         best = f"{summary['best_acc']:.4f}" if summary["best_acc"] >= 0 else "n/a"
         print(f"done: {summary['steps']} steps in {summary['time_s']:.1f} s, best test accuracy {best}; "
               f"checkpoints in {summary['run_dir']}", flush=True)
+    return 0
+
+
+def _print_evaluation(result: dict, comm) -> int:
+    """Print an evaluation's result as one JSON line (rank 0); the exit code of --eval-only."""
+    if comm.is_main:
+        print(json.dumps(result))
     return 0
 
 

@@ -29,9 +29,13 @@ Rank 0 alone writes the run directory and prints.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import time
+import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
@@ -41,10 +45,12 @@ from autograd import backend, nn, ops, optim
 
 from . import checkpoint as ckpt
 from . import distributed, interrupts, mpp
-from .config import get_config
+from .config import get_config, model_name
 from .data import Augment, Loader, load_dataset, seed_generator
+from .data.download import clean_partial
 from .fileio import atomic_write
 from .model import Attention, VisionTransformer
+from . import recipes
 from .recipes import TrainConfig, TrainError
 
 # The stream of the evaluation's random draws (only masked patch prediction's corruption draws from it).
@@ -104,6 +110,7 @@ def build_model(cfg: TrainConfig, train_set) -> tuple[VisionTransformer, dict]:
     overrides = dict(cfg.model_overrides)
     if cfg.mode == "finetune":
         model = _load(cfg.init, img_size=image_size)
+        recipes.check_image_size(cfg.image_size, model.cfg.effective_patch_size)
         if model.cfg.in_chans != train_set.channels:
             raise TrainError(f"{cfg.init} takes {model.cfg.in_chans}-channel images but {cfg.dataset} has "
                              f"{train_set.channels}")
@@ -132,10 +139,27 @@ def build_optimizer(cfg: TrainConfig, model) -> optim.Optimizer:
     return optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
+def warmup_steps(cfg: TrainConfig, total_steps: int, steps_per_epoch: int) -> tuple[int, str | None]:
+    """The run's warmup in steps, and why it differs from the asked one (None when it does not).
+
+    A run shorter than its warmup (``--max-steps 100`` against 400 warmup steps) would end
+    at the peak lr, never decaying: its warmup is scaled to the run instead, keeping the
+    share of the full schedule it was meant to take (a tenth of the run when the warmup
+    was as long as the whole schedule).
+    """
+    asked = cfg.warmup_steps if cfg.warmup_steps is not None else int(round(cfg.warmup_epochs * steps_per_epoch))
+    if asked < total_steps:
+        return asked, None
+    planned = cfg.epochs * steps_per_epoch
+    share = asked / planned if asked < planned else 0.1
+    used = min(int(round(share * total_steps)), max(total_steps - 1, 0))
+    return used, (f"the warmup of {asked} steps is not shorter than the run's {total_steps}; scaled to {used} steps "
+                  f"({share:.1%} of the run)")
+
+
 def build_schedule(cfg: TrainConfig, total_steps: int, steps_per_epoch: int):
-    """The learning rate as a function of the step: linear warmup, then the decay."""
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(round(cfg.warmup_epochs * steps_per_epoch))
-    warmup = min(warmup, max(total_steps - 1, 0))
+    """The learning rate as a function of the step: linear warmup (``warmup_steps``), then the decay."""
+    warmup, _ = warmup_steps(cfg, total_steps, steps_per_epoch)
     if cfg.schedule == "cosine":
         return optim.warmup_cosine(cfg.lr, total_steps, warmup_steps=warmup, final_lr=cfg.min_lr)
     if cfg.schedule == "linear":
@@ -196,9 +220,14 @@ class Trainer:
         self.test_x, self.test_y = to_dev(test.x), to_dev(test.y)
         self.steps_per_epoch = len(self.loader)
         total = cfg.epochs * self.steps_per_epoch
-        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps is not None else total
+        if resume_from is not None and self.total_steps < resume_from.step:
+            raise TrainError(f"the run is already at step {resume_from.step}, past the {self.total_steps} steps "
+                             "--max-steps/--epochs now ask for")
         self.optimizer = build_optimizer(cfg, self.model)
         self.schedule = build_schedule(cfg, self.total_steps, self.steps_per_epoch)
+        self.warmup_note = warmup_steps(cfg, self.total_steps, self.steps_per_epoch)[1]
+        self.lock = None  # the run directory's lock (``start`` and ``resume`` take it, ``fit`` lets it go)
         self.step = 0
         self.best_acc = -1.0
         self.run_dir = cfg.out if self.comm.is_main else None  # rank 0 alone writes the run directory
@@ -352,6 +381,9 @@ class Trainer:
             if self.run_dir is not None:
                 self._save_on_interrupt()
             raise
+        finally:
+            _unlock(self.lock)
+            self.lock = None
         summary = {"steps": self.step, "best_acc": self.best_acc, "time_s": time.time() - started,
                    "final": last_eval, "run_dir": self.cfg.out, "processes": self.comm.world_size}
         if self.run_dir is not None:
@@ -372,40 +404,165 @@ class Trainer:
 
 # --- entry points used by the command line ------------------------------------------------
 def start(cfg: TrainConfig, comm=None) -> Trainer:
-    """A new run: make the run directory, write config.json, build everything (``comm``: see Trainer)."""
+    """A new run: make and lock the run directory, build everything, write config.json (``comm``: see Trainer).
+
+    A start that fails removes the run directory it made, so no empty run is left behind.
+    """
     comm = distributed.Communicator() if comm is None else comm
     if os.path.exists(os.path.join(cfg.out, "checkpoint-last.npz")):
         raise TrainError(f"{cfg.out} already holds a run; continue it with --resume {cfg.out} or pick another --out")
+    created, lock = False, None
     if comm.is_main:
+        created = not os.path.isdir(cfg.out)
         try:
             os.makedirs(cfg.out, exist_ok=True)
         except OSError as e:
             raise TrainError(f"cannot create the run directory {cfg.out}: {e.strerror}") from None
-    trainer = Trainer(cfg, comm=comm)
-    if comm.is_main:
-        _write_json(os.path.join(cfg.out, "config.json"), cfg.to_dict())
+    try:
+        if comm.is_main:
+            lock = _lock(cfg.out)
+        if cfg.mode == "finetune":  # the model is the checkpoint's, not the data set's default
+            cfg = replace(cfg, model=None)
+        trainer = Trainer(cfg, comm=comm)
+        if comm.is_main:
+            if cfg.mode == "finetune":
+                trainer.cfg.model = model_name(trainer.model.cfg)
+            _write_config(trainer, {})
+    except BaseException:
+        _unlock(lock)
+        if created:
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise
+    trainer.lock = lock
     return trainer
 
 
-def resume(run_dir: str, device: str | None = None, progress: bool | None = None, comm=None) -> Trainer:
+def resume(run_dir: str, changes: dict | None = None, comm=None) -> Trainer:
     """Continue the run in ``run_dir`` from its last checkpoint, exactly (same batches, same draws), on any number
-    of processes."""
-    config_path = os.path.join(run_dir, "config.json")
+    of processes.
+
+    ``changes``: settings given again on the command line. Those in
+    ``recipes.CHANGE_ON_RESUME`` apply (``--max-steps``, ``--epochs``, ``--lr`` and the
+    ones that do not touch the experiment); any other is a TrainError naming it. What
+    they change is recorded in config.json under "resumed".
+    """
+    comm = distributed.Communicator() if comm is None else comm
+    changes = dict(changes or {})
+    check_resume_changes(run_dir, changes)
+    cfg, record = read_run_config(run_dir)
     last = os.path.join(run_dir, "checkpoint-last.npz")
-    if not os.path.exists(config_path) or not os.path.exists(last):
-        raise TrainError(f"{run_dir} holds no run to resume (config.json and checkpoint-last.npz are needed)")
-    with open(config_path) as f:
-        cfg = TrainConfig.from_dict(json.load(f))
-    if device is not None:
-        cfg.device = device
-    if progress is not None:
-        cfg.progress = progress
-    cfg.out = run_dir
+    if not os.path.exists(last):
+        raise TrainError(f"{run_dir} holds no checkpoint-last.npz to resume from; it stopped before its first "
+                         "checkpoint, so start it again")
+    old = cfg.to_dict()
+    cfg = replace(cfg, out=run_dir, **changes)
+    recipes.check(cfg)
+    lock = _lock(run_dir) if comm.is_main else None
     try:
         ck = ckpt.read_checkpoint(last)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        _unlock(lock)
         raise TrainError(f"cannot resume from {last}: {_one_line(e)}") from None
-    return Trainer(cfg, resume_from=ck, comm=comm)
+    try:
+        trainer = Trainer(cfg, resume_from=ck, comm=comm)
+        if comm.is_main:
+            clean_partial(run_dir, older_than=0)  # the lock is ours: what a killed run left is dead
+            _truncate_metrics(run_dir, ck.step)
+            changed = {k: [old[k], v] for k, v in changes.items() if old[k] != v and k not in ("device", "progress")}
+            if changed:
+                record["resumed"] = [*record.get("resumed", []), {"step": ck.step, "changed": changed}]
+            _write_config(trainer, record, persist=old, session=("device", "progress"))
+    except BaseException:
+        _unlock(lock)
+        raise
+    trainer.lock = lock
+    return trainer
+
+
+def check_resume_changes(run_dir: str, changes: dict) -> None:
+    """TrainError naming the flags given with --resume that are not in ``recipes.CHANGE_ON_RESUME``."""
+    refused = sorted(set(changes) - set(recipes.CHANGE_ON_RESUME))
+    if refused:
+        flags = ", ".join(recipes.flag_named(name) for name in refused)
+        raise TrainError(f"--resume continues the experiment in {run_dir} as it was set up; {flags} would change it "
+                         f"(only {', '.join(map(recipes.flag_named, recipes.CHANGE_ON_RESUME))} may be given); "
+                         "start a new run with --init instead")
+
+
+def read_run_config(run_dir: str) -> tuple[TrainConfig, dict]:
+    """The TrainConfig of a run directory's config.json and what else it records; TrainError naming the file
+    when it is missing, empty, truncated or not a config."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise TrainError(f"{run_dir} holds no run to resume (no config.json); is it a run directory?")
+    try:
+        with open(path) as f:
+            d = json.load(f)
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        record = {k: d.pop(k) for k in RECORD_KEYS if k in d}
+        return TrainConfig.from_dict(d), record
+    except (OSError, ValueError, TypeError) as e:
+        raise TrainError(f"cannot read {path} ({_one_line(e) or 'empty'}); it is damaged: restore it or start the run "
+                         "again") from None
+
+
+# What config.json records beside the TrainConfig: the trained model's config, the warmup
+# actually used when it differs from the asked one, and what each --resume changed.
+RECORD_KEYS = ("model_config", "warmup", "resumed")
+
+
+def _write_config(trainer: Trainer, record: dict, persist: dict | None = None, session=()) -> None:
+    """Write config.json: the run's TrainConfig (``session`` fields kept at their ``persist`` values) and
+    ``record`` with the model's config and the warmup note."""
+    d = trainer.cfg.to_dict()
+    for name in session:
+        d[name] = persist[name]
+    record = {**record, "model_config": trainer.model.cfg.to_dict()}
+    if trainer.warmup_note:
+        record["warmup"] = trainer.warmup_note
+    _write_json(os.path.join(trainer.cfg.out, "config.json"), {**d, **record})
+
+
+def _truncate_metrics(run_dir: str, step: int) -> None:
+    """Drop the lines of metrics.jsonl past ``step`` (the run repeats them) and any line a kill cut short."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    with _writing(path, run_dir), atomic_write(path, "w") as f:
+        f.writelines(kept)
+
+
+def _lock(run_dir: str) -> int:
+    """Hold ``run_dir/.lock`` for this process (released when it ends, even by ``kill -9``); TrainError when
+    another process holds it."""
+    path = os.path.join(run_dir, ".lock")
+    with _writing(path, run_dir):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise TrainError(f"another process is training in {run_dir} (it holds {path}); wait for it to end or stop "
+                         "it first") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    """Let go of a run directory's lock taken by ``_lock`` (None: none was taken)."""
+    if fd is not None:
+        os.close(fd)
 
 
 def evaluate_checkpoint(cfg: TrainConfig, comm=None) -> dict:

@@ -385,3 +385,34 @@ def test_converted_names_are_timms(tmp_path):
     out = arrays["Transformer/encoderblock_1/MultiHeadDotProductAttention_1/out/kernel"]     # (H, d, D)
     np.testing.assert_array_equal(state["blocks.1.attn.proj.weight"], out.transpose(2, 0, 1).reshape(8, 8))
     np.testing.assert_array_equal(state["patch_embed.proj.weight"], arrays["embedding/kernel"].transpose(3, 2, 0, 1))
+
+
+def test_damaged_files_are_one_line_value_errors_saying_what_they_are(tmp_path):
+    good = tmp_path / "good.npz"
+    save_checkpoint(good, tiny(), step=3)
+    raw = good.read_bytes()
+    cases = {
+        "empty.npz": (b"", "is empty"),
+        "text.npz": (b"step,loss\n1,2.3\n", "not a NumPy .npz file"),
+        "array.npz": (None, "single .npy array"),
+        "truncated.npz": (raw[: len(raw) // 2], "truncated or corrupt"),
+        "flipped.npz": (raw[:2000] + bytes(b ^ 0xFF for b in raw[2000:2400]) + raw[2400:], "truncated or corrupt"),
+    }
+    for name, (data, message) in cases.items():
+        path = tmp_path / name
+        if data is None:
+            with open(path, "wb") as f:
+                np.save(f, np.zeros(3))
+        else:
+            path.write_bytes(data)
+        with pytest.raises(ValueError, match=message) as info:
+            read_checkpoint(path)
+        assert name in str(info.value) and "\n" not in str(info.value), name
+
+
+def test_a_google_checkpoint_missing_a_key_names_it(tmp_path):
+    arrays = {"embedding/kernel": np.zeros((4, 4, 3, 8)), "embedding/bias": np.zeros(8)}
+    np.savez(tmp_path / "g.npz", **arrays)
+    with pytest.raises(ValueError, match="g.npz: an incomplete or damaged checkpoint: it has no "
+                                         "'Transformer/encoder_norm/scale'"):
+        read_checkpoint(tmp_path / "g.npz")
