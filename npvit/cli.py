@@ -83,13 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      metavar=None if choices else flag[2:].upper().replace("-", "_"),
                                      help=f"{text} (default: the model's)")
     g = groups["mode"]
-    g.add_argument("--eval-only", action="store_true", help="evaluate the --init checkpoint on the test split, "
-                                                            "print JSON and exit")
-    g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    g.add_argument("--eval-only", action="store_true", help="evaluate the --init checkpoint (with --resume: the "
+                                                            "run's last) on the test split, print JSON and exit "
+                                                            "(default: train)")
+    g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped; only "
+                   f"{', '.join(map(recipes.flag_named, recipes.CHANGE_ON_RESUME))} may be given with it "
+                   "(default: a new run)")
     groups["run"].add_argument(
         "--distributed", action="store_true",
         help="use MPI even for a single process (it is used anyway when an MPI launcher starts several: "
-             "mpirun -np N python train.py ...)")
+             "mpirun -np N python train.py ...) (default: only then)")
     return p
 
 

@@ -266,15 +266,7 @@ def check_model(cfg: TrainConfig) -> None:
     """The model flags and --image-size checked against the named model before anything is built (TrainError)."""
     size = {"img_size": cfg.image_size} if cfg.image_size else {}
     try:
-        model = get_config(cfg.model, **size, **cfg.model_overrides)
+        get_config(cfg.model, **size, **cfg.model_overrides)
     except (ValueError, TypeError) as e:
         raise TrainError(str(e)) from None
-    check_image_size(cfg.image_size, model.effective_patch_size)
 
-
-def check_image_size(image_size: int | None, patch: int) -> None:
-    """TrainError unless ``image_size`` (None: the data's own) is a whole number of patches."""
-    if image_size and image_size % patch:
-        fits = max(patch, image_size // patch * patch)
-        raise TrainError(f"--image-size {image_size} is not a multiple of the patch size {patch}; use "
-                         f"{fits} or {fits + patch}")

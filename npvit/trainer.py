@@ -110,7 +110,6 @@ def build_model(cfg: TrainConfig, train_set) -> tuple[VisionTransformer, dict]:
     overrides = dict(cfg.model_overrides)
     if cfg.mode == "finetune":
         model = _load(cfg.init, img_size=image_size)
-        recipes.check_image_size(cfg.image_size, model.cfg.effective_patch_size)
         if model.cfg.in_chans != train_set.channels:
             raise TrainError(f"{cfg.init} takes {model.cfg.in_chans}-channel images but {cfg.dataset} has "
                              f"{train_set.channels}")
@@ -577,8 +576,8 @@ def evaluate_checkpoint(cfg: TrainConfig, comm=None) -> dict:
                             **({"image_size": model.cfg.image_hw[0]} if cfg.dataset in ("synthetic", "imagefolder")
                                else {}))
     if model.cfg.num_classes != test.num_classes:
-        raise TrainError(f"the checkpoint has {model.cfg.num_classes} classes but {cfg.dataset} has "
-                         f"{test.num_classes}; fine-tune it first (--init)")
+        raise TrainError(f"{cfg.init} has {model.cfg.num_classes} classes but {cfg.dataset} has "
+                         f"{test.num_classes}; fine-tune it on {cfg.dataset} first (--init without --eval-only)")
     if cfg.eval_examples is not None:
         test.x, test.y = test.x[: cfg.eval_examples], test.y[: cfg.eval_examples]
     device = comm.pick_device(cfg.device)

@@ -6,6 +6,7 @@ test_train.py (8 steps an epoch), so a case costs a fraction of a second to a fe
 import errno
 import json
 import os
+import re
 import signal
 
 import numpy as np
@@ -108,3 +109,245 @@ def test_a_disk_that_cannot_be_written_is_one_line_and_keeps_the_last_checkpoint
     err = one_line_error(capsys)
     assert code == 2 and os.strerror(fault) in err and LAST in err and f"--resume {out}" in err
     assert npvit.read_checkpoint(os.path.join(out, LAST)).step == 8
+
+
+# --- bad input: exit 2, one line, checked before anything is built ------------------------
+@pytest.mark.parametrize("flags, words", [
+    (["--max-steps", "-1"], "--max-steps must be positive"),
+    (["--max-steps", "0"], "--max-steps must be positive"),
+    (["--image-size", "-16"], "--image-size must be positive"),
+    (["--image-size", "0"], "--image-size must be positive"),
+    (["--image-size", "18"], "img_size (18, 18) is not divisible by patch_size 4"),
+    (["--log-every", "0"], "--log-every must be positive"),
+    (["--eval-every-epochs", "0"], "--eval-every-epochs must be positive"),
+    (["--eval-batch-size", "0"], "--eval-batch-size must be positive"),
+    (["--crop-padding", "-1"], "--crop-padding must be >= 0"),
+    (["--randaugment", "-2"], "--randaugment must be >= 0"),
+    (["--randaugment-magnitude", "11"], "--randaugment-magnitude must be in [0, 10]"),
+    (["--randaugment-magnitude", "nan"], "--randaugment-magnitude must be in [0, 10]"),
+    (["--warmup-steps", "-5"], "--warmup-steps must be >= 0"),
+    (["--warmup-epochs", "-1"], "--warmup-epochs must be >= 0"),
+    (["--train-examples", "0"], "--train-examples must be positive"),
+    (["--eval-examples", "-3"], "--eval-examples must be positive"),
+    (["--mixup", "-0.2"], "--mixup must be >= 0"),
+    (["--cutmix", "-1"], "--cutmix must be >= 0"),
+    (["--clip-grad", "-1"], "--clip-grad must be >= 0"),
+    (["--weight-decay", "-0.1"], "--weight-decay must be >= 0"),
+    (["--weight-decay", "inf"], "--weight-decay must be >= 0"),
+    (["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
+    (["--label-smoothing", "-0.1"], "--label-smoothing must be in [0, 1)"),
+    (["--lr", "nan"], "--lr must be positive, not nan"),
+    (["--lr", "inf"], "--lr must be positive, not inf"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--min-lr", "nan"], "--min-lr must be >= 0"),
+    (["--momentum", "nan"], "--momentum must be in [0, 1)"),
+    (["--momentum", "1.5"], "--momentum must be in [0, 1)"),
+    (["--betas", "0.9", "1.5"], "--betas must be in [0, 1)"),
+    (["--mpp-mask-ratio", "0"], "--mpp-mask-ratio must be in (0, 1]"),
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--mlp-ratio", "nan"], "mlp_ratio must be positive"),
+    (["--dropout", "1.5"], "drop_rate must be in [0, 1)"),
+    (["--num-heads", "3"], "does not split into 3 heads"),
+    (["--patch-size", "0"], "patch_size must be a positive integer"),
+])
+def test_bad_numbers_are_one_line_exit_2_before_anything_is_built(tmp_path, capsys, flags, words):
+    out = tmp_path / "run"
+    code = main([*TINY, "--out", str(out), "--epochs", "1", *flags])
+    err = one_line_error(capsys)
+    assert code == 2 and words in err, err
+    assert not out.exists()  # nothing was built, so nothing was left
+
+
+@pytest.mark.parametrize("flags", [["--max-steps", "ten"], ["--lr"], ["--betas", "0.9"]])
+def test_malformed_flags_are_argparse_one_line_errors(capsys, flags):
+    with pytest.raises(SystemExit) as e:
+        main([*TINY, *flags])
+    assert e.value.code == 2 and "--help" in one_line_error(capsys)
+
+
+def test_help_states_every_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    options = re.findall(r"^  (-[^\n]*(?:\n {6,}[^\n]*)*)", text.split("\n\n", 1)[1], re.M)
+    assert len(options) > 40
+    for entry in options:
+        if not entry.startswith("-h"):
+            assert "default" in entry, entry
+
+
+def test_a_failed_start_leaves_no_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main([*TINY, "--out", str(out), "--batch-size", "100000"])
+    assert code == 2 and "fewer than one batch" in one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_a_batch_that_does_not_fit_in_memory_names_a_batch_size(tmp_path, capsys, monkeypatch):
+    def out_of_memory(self, batch):
+        raise MemoryError
+
+    monkeypatch.setattr(T.Trainer, "train_step", out_of_memory)
+    code, _ = run(tmp_path, "oom", "--epochs", "1")
+    err = one_line_error(capsys)
+    assert code == 2 and "out of memory; try --batch-size 16" in err
+
+
+def _damaged(tmp_path, kind):
+    """A file that is not a usable checkpoint: empty, cut in half, text, or with a byte range garbled."""
+    path = tmp_path / f"{kind}.npz"
+    good = tmp_path / "good-source.npz"
+    if not good.exists():
+        code = main([*TINY, "--out", str(tmp_path / "src"), "--epochs", "1"])
+        assert code == 0
+        good.write_bytes((tmp_path / "src" / LAST).read_bytes())
+    raw = good.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": raw[: len(raw) // 2], "text": b"this is not a checkpoint\n",
+                      "garbled": raw[:3000] + b"\0" * 500 + raw[3500:]}[kind])
+    return path
+
+
+KINDS = ["empty", "truncated", "text", "garbled"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_damaged_checkpoints_are_one_line_for_init_and_eval_only(tmp_path, capsys, kind):
+    path = _damaged(tmp_path, kind)
+    capsys.readouterr()
+    for flags in (["--init", str(path), "--out", str(tmp_path / "fine")], ["--eval-only", "--init", str(path)]):
+        code = main([*TINY, *flags])
+        err = one_line_error(capsys)
+        assert code == 2 and path.name in err and "pickled" not in err
+    assert not (tmp_path / "fine").exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_damaged_checkpoint_for_analyze_is_one_line(tmp_path, capsys, kind):
+    from npvit.analyze import main as analyze
+
+    path = _damaged(tmp_path, kind)
+    capsys.readouterr()
+    code = analyze([str(path), "--out", str(tmp_path / "figs")])
+    assert code == 2 and path.name in one_line_error(capsys)
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A run of 2 epochs interrupted after its first epoch's checkpoint (step 8); copied by each test."""
+    out = tmp_path_factory.mktemp("stopped") / "run"
+    code = main([*TINY, "--out", str(out), "--epochs", "2", "--max-steps", "8"])
+    assert code == 0
+    return out
+
+
+@pytest.fixture
+def run_dir(stopped_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(stopped_run, copy)
+    return copy
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_resume_from_a_damaged_checkpoint_is_one_line(run_dir, tmp_path, capsys, kind):
+    (run_dir / LAST).write_bytes(_damaged(tmp_path, kind).read_bytes())
+    capsys.readouterr()
+    code = main(["--resume", str(run_dir), "--no-progress"])
+    err = one_line_error(capsys)
+    assert code == 2 and LAST in err
+
+
+@pytest.mark.parametrize("content", ["", '{"dataset": "synth', "[1, 2]", '{"epochs": "many", "bogus": 1}'])
+def test_resume_with_a_damaged_config_json_is_one_line(run_dir, capsys, content):
+    (run_dir / "config.json").write_text(content)
+    code = main(["--resume", str(run_dir), "--no-progress"])
+    err = one_line_error(capsys)
+    assert code == 2 and "config.json" in err
+
+
+def test_eval_only_with_another_number_of_classes_names_the_file(tmp_path, capsys):
+    from PIL import Image
+
+    code, out = run(tmp_path, "r", "--epochs", "1")
+    assert code == 0
+    for k, cls in enumerate(["cat", "dog"]):  # a data set of 2 classes for a checkpoint of 10
+        for split in ("train", "val"):
+            (tmp_path / "folder" / split / cls).mkdir(parents=True)
+            Image.new("RGB", (16, 16), (100 * k, 0, 0)).save(tmp_path / "folder" / split / cls / "a.png")
+    capsys.readouterr()
+    code = main(["--dataset", "imagefolder", "--data-dir", str(tmp_path / "folder"), "--eval-only", "--init",
+                 os.path.join(out, LAST), "--no-progress"])
+    err = one_line_error(capsys)
+    assert code == 2 and f"{LAST} has 10 classes but imagefolder has 2" in err
+
+
+# --- doing what the user meant --------------------------------------------------------------
+@pytest.mark.parametrize("flags, named", [
+    (["--batch-size", "16"], "--batch-size"),
+    (["--seed", "3", "--mixup", "0.2"], "--mixup, --seed"),
+    (["--depth", "3"], "--depth"),
+    (["--dataset", "cifar10"], "--dataset"),
+])
+def test_resume_refuses_flags_that_would_change_the_experiment(run_dir, capsys, flags, named):
+    before = (run_dir / "config.json").read_text()
+    code = main(["--resume", str(run_dir), *flags])
+    err = one_line_error(capsys)
+    assert code == 2 and f"{named} would change it" in err
+    assert (run_dir / "config.json").read_text() == before
+
+
+def test_resume_takes_the_safe_flags_and_records_them(run_dir):
+    assert main(["--resume", str(run_dir), "--max-steps", "12", "--lr", "5e-4", "--progress"]) == 0
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["max_steps"] == 12 and cfg["lr"] == 5e-4 and cfg["progress"] is False  # a session's flag is not kept
+    assert cfg["resumed"] == [{"step": 8, "changed": {"max_steps": [8, 12], "lr": [1e-3, 5e-4]}}]
+    assert npvit.read_checkpoint(os.path.join(run_dir, LAST)).step == 12
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [m["step"] for m in lines if "eval" not in m]
+    assert steps == sorted(set(steps)) and steps[-1] == 12  # each step logged once
+
+
+def test_resume_truncates_metrics_to_the_checkpoint(run_dir):
+    with open(run_dir / "metrics.jsonl", "a") as f:  # steps a killed run logged after its last checkpoint
+        f.write(json.dumps({"step": 9, "loss": 1.0}) + "\n" + json.dumps({"step": 10, "loss": 1.0}) + "\n{\"step\": 1")
+    (run_dir / ".checkpoint-last.npz.abc.tmp").write_bytes(b"half a checkpoint")
+    assert main(["--resume", str(run_dir), "--max-steps", "16", "--no-progress"]) == 0
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines if "eval" not in m] == [4, 8, 12, 16]  # the killed run's 9 and 10 are gone
+    assert [m["step"] for m in lines if "eval" in m] == [8, 16]
+    assert not (run_dir / ".checkpoint-last.npz.abc.tmp").exists()
+
+
+def test_a_second_process_on_the_same_run_directory_is_refused(run_dir, capsys):
+    import fcntl
+
+    with open(run_dir / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process training there
+        code = main(["--resume", str(run_dir), "--no-progress"])
+    err = one_line_error(capsys)
+    assert code == 2 and "another process is training in" in err
+
+
+def test_resume_past_the_new_length_is_one_line(run_dir, capsys):
+    code = main(["--resume", str(run_dir), "--max-steps", "4"])
+    assert code == 2 and "already at step 8" in one_line_error(capsys)
+
+
+def test_a_run_shorter_than_its_warmup_decays_and_says_so(tmp_path):
+    code, out = run(tmp_path, "short", "--max-steps", "10", "--warmup-steps", "400", "--log-every", "1")
+    assert code == 0
+    cfg = json.loads(open(os.path.join(out, "config.json")).read())
+    assert "scaled to 1 steps" in cfg["warmup"]
+    lrs = [m["lr"] for m in [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))] if "lr" in m]
+    assert max(lrs) == pytest.approx(1e-3) and lrs[-1] < 0.1 * max(lrs)  # peaked, then decayed
+
+
+def test_a_finetune_config_names_the_model_it_trained(tmp_path):
+    code, pre = run(tmp_path, "pre", "--epochs", "1")
+    assert code == 0
+    code, fine = run(tmp_path, "fine", "--init", os.path.join(pre, LAST), "--max-steps", "2")
+    assert code == 0
+    cfg = json.loads(open(os.path.join(fine, "config.json")).read())
+    tuned = npvit.read_checkpoint(os.path.join(fine, LAST)).config
+    assert cfg["model_config"] == tuned.to_dict() and cfg["model"] is None  # a variant with changed widths
