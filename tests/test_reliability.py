@@ -3,23 +3,35 @@
 Every run here is in-process on the synthetic data set with the tiny model of
 test_train.py (8 steps an epoch), so a case costs a fraction of a second to a few seconds.
 """
+import contextlib
 import errno
+import glob
+import io
 import json
 import os
 import re
+import shutil
 import signal
+import tarfile
+import tempfile
+from unittest import mock
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import npvit
 from npvit import fileio
+from npvit.data import datasets
 from npvit import trainer as T
 from npvit.cli import main
 
 from test_train import TINY, params, run
 
 LAST = "checkpoint-last.npz"
+# 2 steps an epoch and a small evaluation: the runs below need epochs, not examples
+SHORT = ["--train-examples", "64", "--eval-examples", "32"]
 
 
 def one_line_error(capsys) -> str:
@@ -48,20 +60,20 @@ def _explode_after(monkeypatch, at_step):
 
 
 def test_weights_that_explode_on_an_epoch_last_step_are_never_saved(tmp_path, capsys, monkeypatch):
-    _explode_after(monkeypatch, 16)  # the last step of epoch 2
-    code, out = run(tmp_path, "nan", "--epochs", "3")
+    _explode_after(monkeypatch, 4)  # the last step of epoch 2
+    code, out = run(tmp_path, "nan", "--epochs", "3", *SHORT)
     assert code == 3
     err = capsys.readouterr().err
-    assert "not finite at step 16" in err and f"{LAST} is kept" in err and "--resume" in err
+    assert "not finite at step 4" in err and f"{LAST} is kept" in err and "--resume" in err
     kept = npvit.read_checkpoint(os.path.join(out, LAST))
-    assert kept.step == 8 and finite(os.path.join(out, LAST))
+    assert kept.step == 2 and finite(os.path.join(out, LAST))
     best = os.path.join(out, "checkpoint-best.npz")
     assert finite(best)
 
 
 def test_a_run_that_diverges_before_its_first_checkpoint_says_nothing_was_kept(tmp_path, capsys, monkeypatch):
-    _explode_after(monkeypatch, 8)
-    code, out = run(tmp_path, "nan", "--epochs", "2")
+    _explode_after(monkeypatch, 2)
+    code, out = run(tmp_path, "nan", "--epochs", "2", *SHORT)
     assert code == 3
     err = capsys.readouterr().err
     assert "no checkpoint was written" in err and "is kept" not in err
@@ -69,20 +81,21 @@ def test_a_run_that_diverges_before_its_first_checkpoint_says_nothing_was_kept(t
 
 
 def test_sigterm_saves_at_a_step_boundary_and_resumes_bit_exact(tmp_path, monkeypatch):
-    flags = ["--epochs", "2", "--dropout", "0.1", "--crop-padding", "2"]
+    flags = ["--epochs", "2", "--dropout", "0.1", "--crop-padding", "2", "--train-examples", "96",
+             "--eval-examples", "32"]
     code, straight = run(tmp_path, "straight", *flags)
     assert code == 0
     original = T.Trainer.train_step
 
     def sigterm_inside_step_11(self, batch):
-        if self.step == 11:
+        if self.step == 4:  # mid-epoch: 3 steps an epoch
             os.kill(os.getpid(), signal.SIGTERM)  # arrives inside the step: held until it ends
         return original(self, batch)
 
     monkeypatch.setattr(T.Trainer, "train_step", sigterm_inside_step_11)
     code, broken = run(tmp_path, "broken", *flags)
     assert code == 143
-    assert npvit.read_checkpoint(os.path.join(broken, LAST)).step == 12
+    assert npvit.read_checkpoint(os.path.join(broken, LAST)).step == 5
     monkeypatch.setattr(T.Trainer, "train_step", original)
     assert main(["--resume", broken, "--no-progress"]) == 0
     a, b = params(os.path.join(straight, LAST)), params(os.path.join(broken, LAST))
@@ -105,10 +118,10 @@ def test_a_disk_that_cannot_be_written_is_one_line_and_keeps_the_last_checkpoint
         return original(*args, **kwargs)
 
     monkeypatch.setattr(fileio.tempfile, "mkstemp", failing_mkstemp)
-    code, out = run(tmp_path, "disk", "--epochs", "2")
+    code, out = run(tmp_path, "disk", "--epochs", "2", *SHORT)
     err = one_line_error(capsys)
     assert code == 2 and os.strerror(fault) in err and LAST in err and f"--resume {out}" in err
-    assert npvit.read_checkpoint(os.path.join(out, LAST)).step == 8
+    assert npvit.read_checkpoint(os.path.join(out, LAST)).step == 2
 
 
 # --- bad input: exit 2, one line, checked before anything is built ------------------------
@@ -193,14 +206,9 @@ def test_a_batch_that_does_not_fit_in_memory_names_a_batch_size(tmp_path, capsys
     assert code == 2 and "out of memory; try --batch-size 16" in err
 
 
-def _damaged(tmp_path, kind):
-    """A file that is not a usable checkpoint: empty, cut in half, text, or with a byte range garbled."""
+def _damaged(tmp_path, kind, good):
+    """A file that is not a usable checkpoint: empty, cut in half, text, or ``good`` with a byte range garbled."""
     path = tmp_path / f"{kind}.npz"
-    good = tmp_path / "good-source.npz"
-    if not good.exists():
-        code = main([*TINY, "--out", str(tmp_path / "src"), "--epochs", "1"])
-        assert code == 0
-        good.write_bytes((tmp_path / "src" / LAST).read_bytes())
     raw = good.read_bytes()
     path.write_bytes({"empty": b"", "truncated": raw[: len(raw) // 2], "text": b"this is not a checkpoint\n",
                       "garbled": raw[:3000] + b"\0" * 500 + raw[3500:]}[kind])
@@ -211,8 +219,8 @@ KINDS = ["empty", "truncated", "text", "garbled"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_damaged_checkpoints_are_one_line_for_init_and_eval_only(tmp_path, capsys, kind):
-    path = _damaged(tmp_path, kind)
+def test_damaged_checkpoints_are_one_line_for_init_and_eval_only(tmp_path, capsys, stopped_run, kind):
+    path = _damaged(tmp_path, kind, stopped_run / LAST)
     capsys.readouterr()
     for flags in (["--init", str(path), "--out", str(tmp_path / "fine")], ["--eval-only", "--init", str(path)]):
         code = main([*TINY, *flags])
@@ -222,10 +230,10 @@ def test_damaged_checkpoints_are_one_line_for_init_and_eval_only(tmp_path, capsy
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_damaged_checkpoint_for_analyze_is_one_line(tmp_path, capsys, kind):
+def test_damaged_checkpoint_for_analyze_is_one_line(tmp_path, capsys, stopped_run, kind):
     from npvit.analyze import main as analyze
 
-    path = _damaged(tmp_path, kind)
+    path = _damaged(tmp_path, kind, stopped_run / LAST)
     capsys.readouterr()
     code = analyze([str(path), "--out", str(tmp_path / "figs")])
     assert code == 2 and path.name in one_line_error(capsys)
@@ -235,15 +243,13 @@ def test_damaged_checkpoint_for_analyze_is_one_line(tmp_path, capsys, kind):
 def stopped_run(tmp_path_factory):
     """A run of 2 epochs interrupted after its first epoch's checkpoint (step 8); copied by each test."""
     out = tmp_path_factory.mktemp("stopped") / "run"
-    code = main([*TINY, "--out", str(out), "--epochs", "2", "--max-steps", "8"])
+    code = main([*TINY, "--out", str(out), "--epochs", "2", "--max-steps", "8", "--eval-examples", "32"])
     assert code == 0
     return out
 
 
 @pytest.fixture
 def run_dir(stopped_run, tmp_path):
-    import shutil
-
     copy = tmp_path / "run"
     shutil.copytree(stopped_run, copy)
     return copy
@@ -251,7 +257,7 @@ def run_dir(stopped_run, tmp_path):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_resume_from_a_damaged_checkpoint_is_one_line(run_dir, tmp_path, capsys, kind):
-    (run_dir / LAST).write_bytes(_damaged(tmp_path, kind).read_bytes())
+    (run_dir / LAST).write_bytes(_damaged(tmp_path, kind, run_dir / LAST).read_bytes())
     capsys.readouterr()
     code = main(["--resume", str(run_dir), "--no-progress"])
     err = one_line_error(capsys)
@@ -266,11 +272,10 @@ def test_resume_with_a_damaged_config_json_is_one_line(run_dir, capsys, content)
     assert code == 2 and "config.json" in err
 
 
-def test_eval_only_with_another_number_of_classes_names_the_file(tmp_path, capsys):
+def test_eval_only_with_another_number_of_classes_names_the_file(tmp_path, capsys, stopped_run):
     from PIL import Image
 
-    code, out = run(tmp_path, "r", "--epochs", "1")
-    assert code == 0
+    out = stopped_run
     for k, cls in enumerate(["cat", "dog"]):  # a data set of 2 classes for a checkpoint of 10
         for split in ("train", "val"):
             (tmp_path / "folder" / split / cls).mkdir(parents=True)
@@ -343,11 +348,115 @@ def test_a_run_shorter_than_its_warmup_decays_and_says_so(tmp_path):
     assert max(lrs) == pytest.approx(1e-3) and lrs[-1] < 0.1 * max(lrs)  # peaked, then decayed
 
 
-def test_a_finetune_config_names_the_model_it_trained(tmp_path):
-    code, pre = run(tmp_path, "pre", "--epochs", "1")
-    assert code == 0
-    code, fine = run(tmp_path, "fine", "--init", os.path.join(pre, LAST), "--max-steps", "2")
+def test_a_finetune_config_names_the_model_it_trained(tmp_path, stopped_run):
+    code, fine = run(tmp_path, "fine", "--init", os.path.join(stopped_run, LAST), "--max-steps", "2", *SHORT)
     assert code == 0
     cfg = json.loads(open(os.path.join(fine, "config.json")).read())
     tuned = npvit.read_checkpoint(os.path.join(fine, LAST)).config
     assert cfg["model_config"] == tuned.to_dict() and cfg["model"] is None  # a variant with changed widths
+
+
+# --- properties: whatever the input, a documented exit code and the good checkpoint intact ---
+EXIT_CODES = {0, 2, 3}
+NUMERIC_FLAGS = ["--max-steps", "--image-size", "--log-every", "--crop-padding", "--randaugment", "--warmup-steps",
+                 "--warmup-epochs", "--train-examples", "--eval-examples", "--mixup", "--cutmix", "--clip-grad",
+                 "--weight-decay", "--label-smoothing", "--lr", "--min-lr", "--momentum", "--randaugment-magnitude",
+                 "--batch-size", "--eval-batch-size", "--seed", "--mpp-mask-ratio", "--dropout", "--drop-path"]
+_numbers = st.one_of(st.integers(-3, 40).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                     st.sampled_from(["nan", "inf", "-inf", "1e309", "0", "-0.0", "1e-30", "x"]))
+
+
+def _quietly(argv):
+    """``main(argv)`` with stdout and stderr captured: (exit code, stderr)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse: a value it cannot parse
+            code = e.code
+    return code, err.getvalue()
+
+
+@settings(max_examples=10)
+@given(flags=st.lists(st.tuples(st.sampled_from(NUMERIC_FLAGS), _numbers), min_size=1, max_size=3))
+def test_random_flag_values_end_in_a_documented_code(flags):
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "run")
+        argv = [*TINY, *SHORT, "--out", out, "--epochs", "1", "--max-steps", "2",
+                *[part for flag, value in flags for part in (flag, value)]]
+        code, err = _quietly(argv)
+        assert code in EXIT_CODES and "Traceback" not in err, (argv, err)
+        if code == 2:
+            assert len(err.strip().splitlines()) == 1 and not os.path.exists(os.path.join(out, LAST)), err
+        if code == 0:
+            assert finite(os.path.join(out, LAST))
+
+
+def _mutate(good: bytes, data) -> bytes:
+    """Random bytes, or ``good`` cut short or with a few bytes changed."""
+    how = data.draw(st.sampled_from(["random", "cut", "flip"]))
+    if how == "random":
+        return data.draw(st.binary(max_size=4096))
+    if how == "cut":
+        return good[: data.draw(st.integers(0, len(good) - 1))]
+    out = bytearray(good)
+    for _ in range(data.draw(st.integers(1, 8))):
+        out[data.draw(st.integers(0, len(out) - 1))] ^= data.draw(st.integers(1, 255))
+    return bytes(out)
+
+
+@settings(max_examples=10)
+@given(data=st.data(), target=st.sampled_from(["config.json", LAST]))
+def test_random_bytes_in_a_run_directory_end_in_a_documented_code(stopped_run, data, target):
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = os.path.join(tmp, "run")
+        shutil.copytree(stopped_run, run_dir)
+        path = os.path.join(run_dir, target)
+        with open(path, "rb") as f:
+            good = f.read()
+        with open(path, "wb") as f:
+            f.write(_mutate(good, data))
+        code, err = _quietly(["--resume", run_dir, "--no-progress", "--max-steps", "10"])
+        assert code in EXIT_CODES and "Traceback" not in err, err
+        if code == 2:
+            assert len(err.strip().splitlines()) == 1, err
+        assert finite(os.path.join(run_dir, "checkpoint-best.npz"))  # the good checkpoint is untouched
+
+
+@settings(max_examples=10)
+@given(data=st.data())
+def test_random_bytes_as_an_archive_are_a_data_error_and_leave_no_extraction(data):
+    from npvit.data import DataError, load_dataset
+
+    body = _mutate(_ARCHIVE, data)
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(datasets, "_CIFAR_RECORDS", SMALL_CIFAR):
+        local, cache = os.path.join(tmp, "local"), os.path.join(tmp, "cache")
+        os.makedirs(local)
+        with open(os.path.join(local, "cifar-10-binary.tar.gz"), "wb") as f:
+            f.write(body)
+        try:
+            load_dataset("cifar10", data_dir=local, cache_dir=cache, download=False, progress=False)
+        except DataError as e:
+            assert "\n" not in str(e)
+            leftovers = [p for p in glob.glob(os.path.join(cache, "**", "*"), recursive=True)]
+            assert not any("cifar-10-batches-bin" in p for p in leftovers), leftovers
+        for p in glob.glob(os.path.join(cache, "**", ".*"), recursive=True):
+            assert not p.endswith((".extract", ".tmp", ".part")), p
+
+
+def _tiny_cifar_archive() -> bytes:
+    """A small archive in the official cifar-10-binary.tar.gz layout, with ``SMALL_CIFAR``'s record counts."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        files = {f"data_batch_{b}.bin": bytes(3073 * SMALL_CIFAR["data_batch"]) for b in range(1, 6)}
+        files.update({"test_batch.bin": bytes(3073 * SMALL_CIFAR["test_batch"]),
+                      "batches.meta.txt": b"\n".join(b"c%d" % i for i in range(10))})
+        for name, payload in files.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return buf.getvalue()
+
+
+SMALL_CIFAR = {"data_batch": 2, "test_batch": 1}
+_ARCHIVE = _tiny_cifar_archive()

@@ -298,7 +298,8 @@ def extract(archive, dest) -> Path:
                     safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                     tar.extractall(root, members=members, **safe)
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
-            raise DataError(f"archive {archive} is corrupt or truncated ({type(e).__name__}: {e}); delete it and download it again") from None
+            why = " ".join(str(e).split())  # tarfile lists each method it tried on a line of its own
+            raise DataError(f"archive {archive} is corrupt or truncated ({type(e).__name__}: {why}); delete it and download it again") from None
         for entry in os.listdir(root):
             if not (dest / entry).exists():
                 os.replace(os.path.join(root, entry), dest / entry)
