@@ -20,7 +20,11 @@ What a run keeps, in its run directory: ``config.json`` (the resolved config),
 parameters, the optimizer state and the step. The step says where the run is in the data
 (epoch, batch = divmod(step, batches per epoch)), and every random draw of the run is a
 pure function of (seed, step) or (seed, epoch, batch), so ``--resume`` continues exactly
-where the run stopped.
+where the run stopped. Nothing good is lost: a checkpoint is written only from a finite
+state, atomically; a signal ends the run at a step boundary, saved; a lock file keeps a
+second process out of a run directory; and a resume cuts ``metrics.jsonl`` back to its
+checkpoint's step. ``config.json`` also records the trained model's config, a warmup
+scaled to a short run, and what each ``--resume`` changed (README.md, "Resuming").
 
 Data parallel (``mpirun -np N python train.py ...``, see ``npvit/distributed.py``): each
 process trains on its share of every global batch and the gradients are averaged, so a
@@ -282,7 +286,7 @@ class Trainer:
     def evaluate(self) -> dict:
         """Loss and accuracy (for the pixel target of mpp: the loss) on the test split."""
         return evaluate_model(self.model, self.test_x, self.test_y, self.augment, self.cfg.eval_batch_size,
-                              loss=self.loss, seed=self.cfg.seed, comm=self.comm)
+                              loss=self.loss, seed=self.cfg.seed, comm=self.comm, progress=self.cfg.progress)
 
     # --- the run directory --------------------------------------------------------------
     def log(self, record: dict) -> None:
@@ -324,6 +328,7 @@ class Trainer:
 
         cfg = self.cfg
         started = time.time()
+        first_step = self.step
         last_eval = None
         try:
             while self.step < self.total_steps:
@@ -351,8 +356,11 @@ class Trainer:
                             record["acc"] = float(run_correct) / float(run_count)
                         if grad_norm is not None:
                             record["grad_norm"] = grad_norm
+                        # the whole run's time left, at this session's pace so far (evaluations included)
+                        per_step = (time.time() - started) / (self.step - first_step)
                         bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record.get('acc', 0):.3f}",
-                                        lr=f"{lr:.2e}", img_s=f"{record['images_per_s']:.0f}")
+                                        lr=f"{lr:.2e}", img_s=f"{record['images_per_s']:.0f}",
+                                        run_eta=_duration(per_step * (self.total_steps - self.step)))
                         self.log(record)
                         run_loss, run_steps, run_correct, run_count, tick, tick_images = 0.0, 0, 0, 0, time.time(), 0
                 bar.close()
@@ -585,12 +593,13 @@ def evaluate_checkpoint(cfg: TrainConfig, comm=None) -> dict:
     size = model.cfg.image_hw[0]
     augment = Augment(test.mean, test.std, test.num_classes, image_size=None if size == test.image_size[0] else size)
     x, y = backend.to_device(test.x, device), backend.to_device(test.y, device)
-    result = evaluate_model(model, x, y, augment, cfg.eval_batch_size, comm=comm)
+    result = evaluate_model(model, x, y, augment, cfg.eval_batch_size, comm=comm, progress=cfg.progress and comm.is_main)
     return {"dataset": cfg.dataset, "split": "test", "examples": int(len(y)), **result}
 
 
 @autograd.no_grad()
-def evaluate_model(model, x, y, augment, batch_size, loss=classification_loss, seed=0, comm=None) -> dict:
+def evaluate_model(model, x, y, augment, batch_size, loss=classification_loss, seed=0, comm=None,
+                   progress=False) -> dict:
     """Mean ``loss`` (a mode's, see ``mode_loss``) and accuracy of ``model`` on uint8 images ``x`` (N, C, H, W)
     with labels ``y``.
 
@@ -598,12 +607,16 @@ def evaluate_model(model, x, y, augment, batch_size, loss=classification_loss, s
     and the batch's index, so that evaluations compare. A loss that counts nothing right
     or wrong (the pixel target) reports minus the loss as ``acc``, so that "best" still
     means best. With ``comm`` each process scores its share of every batch and the sums
-    are reduced, so every process gets the whole set's result.
+    are reduced, so every process gets the whole set's result. ``progress``: a bar over the batches.
     """
+    from tqdm import tqdm
+
     comm = distributed.Communicator() if comm is None else comm
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
-    for k, lo in enumerate(range(0, len(y), batch_size)):
+    starts = range(0, len(y), batch_size)
+    for k, lo in enumerate(tqdm(starts, desc="evaluating", unit="batch", disable=not progress, leave=False,
+                                dynamic_ncols=True)):
         size = min(batch_size, len(y) - lo)
         rows = distributed.shard(size, comm.rank, comm.world_size)
         if rows.stop == rows.start:  # a short last batch may leave a process nothing
@@ -627,6 +640,12 @@ def _load(source, **options):
         raise TrainError(f"checkpoint {source} does not exist") from None
     except (OSError, ValueError) as e:
         raise TrainError(f"cannot use checkpoint {getattr(source, 'path', source)}: {_one_line(e)}") from None
+
+
+def _duration(seconds: float) -> str:
+    """A duration as H:MM:SS."""
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 def _one_line(error) -> str:

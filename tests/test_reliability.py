@@ -460,3 +460,12 @@ def _tiny_cifar_archive() -> bytes:
 
 SMALL_CIFAR = {"data_batch": 2, "test_batch": 1}
 _ARCHIVE = _tiny_cifar_archive()
+
+
+def test_eval_only_on_resume_evaluates_the_last_checkpoint_and_refuses_other_flags(run_dir, capsys):
+    assert main(["--resume", str(run_dir), "--eval-only", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    last_eval = [m for m in (json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()) if "eval" in m]
+    assert result["acc"] == pytest.approx(last_eval[-1]["acc"]) and result["examples"] == 32
+    assert main(["--resume", str(run_dir), "--eval-only", "--mixup", "0.5"]) == 2
+    assert "--mixup would change it" in one_line_error(capsys)
