@@ -63,8 +63,8 @@ def step_boundary():
     _state["deferring"] = True
     try:
         yield
-    finally:
+    finally:  # an error inside the block ends the run anyway: the signal it held goes with it
         _state["deferring"] = False
-    pending, _state["pending"] = _state["pending"], None
+        pending, _state["pending"] = _state["pending"], None
     if pending is not None:
         raise Interrupted(pending)

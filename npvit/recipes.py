@@ -59,14 +59,22 @@ SCHEDULES = ("cosine", "linear", "constant")
 PER_RECIPE = "per data set and mode"
 
 
+def _finite(value) -> bool:
+    """False for NaN, infinity, and an integer too large for a float (no setting is meant that big)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def positive(value):
     """A ``check``: None when ``value`` is a finite positive number, else what is wrong."""
-    return None if math.isfinite(value) and value > 0 else "must be positive"
+    return None if _finite(value) and value > 0 else "must be positive"
 
 
 def non_negative(value):
     """A ``check``: None when ``value`` is a finite number >= 0, else what is wrong."""
-    return None if math.isfinite(value) and value >= 0 else "must be >= 0"
+    return None if _finite(value) and value >= 0 else "must be >= 0"
 
 
 def in_range(low, high, *, high_included=False, low_included=True):
@@ -74,7 +82,7 @@ def in_range(low, high, *, high_included=False, low_included=True):
     def check_range(value):
         above = value >= low if low_included else value > low
         below = value <= high if high_included else value < high
-        if math.isfinite(value) and above and below:
+        if _finite(value) and above and below:
             return None
         return f"must be in {'[' if low_included else '('}{low:g}, {high:g}{']' if high_included else ')'}"
     return check_range

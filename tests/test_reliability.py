@@ -469,3 +469,27 @@ def test_eval_only_on_resume_evaluates_the_last_checkpoint_and_refuses_other_fla
     assert result["acc"] == pytest.approx(last_eval[-1]["acc"]) and result["examples"] == 32
     assert main(["--resume", str(run_dir), "--eval-only", "--mixup", "0.5"]) == 2
     assert "--mixup would change it" in one_line_error(capsys)
+
+
+def test_image_size_resizes_an_imagefolder_of_mixed_sizes(tmp_path, capsys):
+    from PIL import Image
+
+    for k, cls in enumerate(["cat", "dog"]):
+        for split, count in (("train", 4), ("val", 2)):
+            for i in range(count):
+                (tmp_path / "folder" / split / cls).mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (10 + 3 * i, 12 + i), (200 * k, 50, 0)).save(tmp_path / "folder" / split / cls / f"{i}.png")
+    code = main(["--dataset", "imagefolder", "--data-dir", str(tmp_path / "folder"), "--image-size", "16",
+                 "--model", "vit_cifar_tiny", "--embed-dim", "32", "--depth", "1", "--num-heads", "2",
+                 "--batch-size", "4", "--max-steps", "2", "--no-progress", "--out", str(tmp_path / "r")],)
+    assert code == 0, capsys.readouterr().err
+    assert npvit.read_checkpoint(tmp_path / "r" / LAST).config.image_hw == (16, 16)
+
+
+@pytest.mark.parametrize("content", ["", '{"dataset": '])
+def test_analyze_with_a_damaged_config_json_is_one_line(run_dir, tmp_path, capsys, content):
+    from npvit.analyze import main as analyze
+
+    (run_dir / "config.json").write_text(content)
+    code = analyze([str(run_dir), "--out", str(tmp_path / "figs")])
+    assert code == 2 and "config.json" in one_line_error(capsys)
