@@ -43,6 +43,8 @@ import json
 import math
 import os
 import re
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +62,10 @@ META_KEY = "__npvit__"
 # format -> (interpolation, antialias) of position embeddings resized on loading
 RESIZE_DEFAULTS = {"npvit": ("bicubic", False), "timm": ("bicubic", True), "google": ("bilinear", False)}
 _DEFAULT_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+
+
+class NonFiniteState(ValueError):
+    """The state to be saved holds NaN or infinity; nothing was written, so the file on disk stays as it was."""
 
 
 @dataclass
@@ -119,7 +125,9 @@ def save_checkpoint(path, model: VisionTransformer, step=0, optimizer_state=None
     """Write ``model`` (state and config), ``step``, ``optimizer_state`` (e.g. ``optimizer.state_dict()``)
     and ``extra`` (any tree of arrays, numbers, strings, lists and dicts) to ``path`` atomically.
 
-    Returns the path. Loading gives every array back bit for bit.
+    Returns the path. Loading gives every array back bit for bit. A floating-point array
+    holding NaN or infinity raises ``NonFiniteState`` before anything is written: a run
+    that diverged must not replace its last good checkpoint with one it cannot resume from.
     """
     path = os.fspath(path)
     arrays = model.state_dict()
@@ -131,6 +139,9 @@ def save_checkpoint(path, model: VisionTransformer, step=0, optimizer_state=None
         "optimizer": _encode(optimizer_state, "optimizer", arrays),
         "extra": _encode(extra, "extra", arrays),
     }
+    for name, a in arrays.items():
+        if np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
+            raise NonFiniteState(f"{name} holds NaN or infinity")
     arrays[META_KEY] = np.array(json.dumps(meta))
     with atomic_write(path, fsync=True) as f:
         np.savez(f, **arrays)
@@ -145,14 +156,45 @@ def read_checkpoint(path, **overrides) -> Checkpoint:
     the shapes do not tell (``num_heads``, the hybrid's ``hybrid_groups``, stem stride, ...).
     """
     path = os.fspath(path)
+    arrays = _read_arrays(path)
+    try:
+        return _parse(path, arrays, overrides)
+    except (KeyError, IndexError, TypeError, AttributeError) as e:  # a damaged or hand-made file
+        what = f"has no {e.args[0]!r}" if isinstance(e, KeyError) else f"is malformed ({type(e).__name__}: {e})"
+        raise ValueError(f"{path}: an incomplete or damaged checkpoint: it {what}") from None
+
+
+# How a file starts tells what it is before NumPy guesses: an .npz is a zip archive.
+_SAVE_HINT = "save a PyTorch state dict with np.savez(path, **{k: v.numpy() for k, v in state_dict.items()})"
+
+
+def _read_arrays(path: str) -> dict:
+    """Every array of the .npz at ``path``, read without unpickling; ValueError saying what the file is instead
+    (empty, a text file, a single .npy, a pickle, a truncated or corrupt archive)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        raise ValueError(f"{path} is empty (0 bytes); it was cut off before anything was written")
+    if head.startswith(b"\x93NUMPY"):
+        raise ValueError(f"{path} is a single .npy array, not an .npz checkpoint; {_SAVE_HINT}")
+    if head[:1] == b"\x80":
+        raise ValueError(f"{path} is a pickle (a torch.save file?); npvit never unpickles: {_SAVE_HINT}")
+    if not head.startswith(b"PK"):
+        raise ValueError(f"{path} is not a NumPy .npz file (it starts with {head[:8]!r}); {_SAVE_HINT}")
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except ValueError as e:
-        raise ValueError(
-            f"{path}: cannot be read as a NumPy .npz without unpickling ({e}); save a PyTorch state dict with "
-            "np.savez(path, **{k: v.numpy() for k, v in state_dict.items()})"
-        ) from e
+            return {k: z[k] for k in z.files}
+    except ValueError as e:  # an object array: it would need unpickling
+        raise ValueError(f"{path} cannot be read without unpickling ({e}); {_SAVE_HINT}") from None
+    except (EOFError, zipfile.BadZipFile, zlib.error, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); it cannot be used, take "
+                         "another copy (or the run's checkpoint-best.npz)") from None
+
+
+def _parse(path: str, arrays: dict, overrides: dict) -> Checkpoint:
+    """The Checkpoint of an .npz's arrays, by its kind (see ``read_checkpoint``)."""
     if META_KEY in arrays:
         meta = json.loads(str(arrays.pop(META_KEY)))
         if meta.get("format") != "npvit" or meta.get("version", 0) > FORMAT_VERSION:

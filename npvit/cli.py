@@ -3,9 +3,11 @@
 Every flag of a setting is made from its field in ``npvit/recipes.py`` (``TrainConfig``),
 with its default in the help; a flag not given leaves the field to the table's default.
 
-Every user error (a bad flag, an unknown data set, missing data, a checkpoint that does
-not fit) ends in one line on stderr and exit code 2; a loss that stops being finite ends
-with exit code 3 and the last good checkpoint kept; Ctrl-C saves the run and exits 130.
+Exit codes (README.md, "Exit codes"): every user error (a bad flag, an unknown data set,
+missing data, a checkpoint that does not fit, a full or read-only disk, a batch too big
+for memory) ends in one line on stderr and exit code 2; a loss or state that stops being
+finite ends with exit code 3, no checkpoint written from it, and the line says which
+checkpoint is kept; Ctrl-C saves the run and exits 130, SIGTERM the same with 143.
 
 Started by an MPI launcher as one of several processes (``mpirun -np N python train.py``)
 it trains data parallel (``npvit/distributed.py``). Then a failure in any process ends
@@ -25,12 +27,11 @@ import traceback
 
 from autograd.backend import DeviceError, keep_freed_memory
 
-from . import distributed, recipes
+from . import distributed, interrupts, recipes
 from .data import DataError
 
 EXIT_USER_ERROR = 2
 EXIT_NON_FINITE = 3
-EXIT_INTERRUPTED = 130
 
 
 class Parser(argparse.ArgumentParser):
@@ -82,13 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      metavar=None if choices else flag[2:].upper().replace("-", "_"),
                                      help=f"{text} (default: the model's)")
     g = groups["mode"]
-    g.add_argument("--eval-only", action="store_true", help="evaluate the --init checkpoint on the test split, "
-                                                            "print JSON and exit")
-    g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    g.add_argument("--eval-only", action="store_true", help="evaluate the --init checkpoint (with --resume: the "
+                                                            "run's last) on the test split, print JSON and exit "
+                                                            "(default: train)")
+    g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped; only "
+                   f"{', '.join(map(recipes.flag_named, recipes.CHANGE_ON_RESUME))} may be given with it "
+                   "(default: a new run)")
     groups["run"].add_argument(
         "--distributed", action="store_true",
         help="use MPI even for a single process (it is used anyway when an MPI launcher starts several: "
-             "mpirun -np N python train.py ...)")
+             "mpirun -np N python train.py ...) (default: only then)")
     return p
 
 
@@ -111,15 +115,17 @@ def _run(args, comm) -> int:
     from . import trainer as T
 
     if args.resume:
-        given = vars(args)
-        t = T.resume(args.resume, device=given.get("device"), progress=given.get("progress", True), comm=comm)
+        given = {k: v for k, v in vars(args).items() if k not in ("resume", "eval_only", "distributed")}
+        if args.eval_only:  # the run's last checkpoint on its own test split
+            T.check_resume_changes(args.resume, given)
+            cfg, _ = T.read_run_config(args.resume)
+            cfg = dataclasses.replace(cfg, init=os.path.join(args.resume, "checkpoint-last.npz"), **given)
+            return _print_evaluation(T.evaluate_checkpoint(cfg, comm), comm)
+        t = T.resume(args.resume, changes=given, comm=comm)
     else:
         cfg = recipes.resolve(config_from_args(args))
         if args.eval_only:
-            result = T.evaluate_checkpoint(cfg, comm)
-            if comm.is_main:
-                print(json.dumps(result))
-            return 0
+            return _print_evaluation(T.evaluate_checkpoint(cfg, comm), comm)
         if cfg.out is None:  # rank 0's clock names the run for every process
             cfg.out = comm.share(os.path.join("runs", f"{cfg.dataset}-{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}"))
         t = T.start(cfg, comm)
@@ -128,6 +134,13 @@ def _run(args, comm) -> int:
         best = f"{summary['best_acc']:.4f}" if summary["best_acc"] >= 0 else "n/a"
         print(f"done: {summary['steps']} steps in {summary['time_s']:.1f} s, best test accuracy {best}; "
               f"checkpoints in {summary['run_dir']}", flush=True)
+    return 0
+
+
+def _print_evaluation(result: dict, comm) -> int:
+    """Print an evaluation's result as one JSON line (rank 0); the exit code of --eval-only."""
+    if comm.is_main:
+        print(json.dumps(result))
     return 0
 
 
@@ -142,6 +155,16 @@ def _fail(comm, code: int, message: str | None = None) -> int:
     return code
 
 
+def _out_of_memory(args) -> str:
+    """What to say when a batch does not fit in memory: the batch sizes to halve."""
+    given = vars(args)
+    batch = given.get("batch_size")
+    lower = f"--batch-size {batch // 2}" if batch and batch > 1 else "a smaller --batch-size"
+    evals = given.get("eval_batch_size", 500)
+    return (f"out of memory; try {lower} (or, if it ran out while evaluating, --eval-batch-size "
+            f"{max(evals // 2, 1)})")
+
+
 def main(argv=None) -> int:
     """Run the command line; returns the process exit code."""
     from . import trainer as T
@@ -154,15 +177,20 @@ def main(argv=None) -> int:
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     try:
-        return _run(args, comm)
+        with interrupts.handle_signals():
+            return _run(args, comm)
     except (recipes.TrainError, DataError, DeviceError, distributed.DistributedError) as e:
         return _fail(comm, EXIT_USER_ERROR, f"train.py: error: {e}")
+    except MemoryError:
+        return _fail(comm, EXIT_USER_ERROR, f"train.py: error: {_out_of_memory(args)}")
     except T.NonFiniteLoss as e:  # every process stops at the same step: no abort needed
         if comm.is_main:
-            print(f"train.py: stopped: {e}; the last good checkpoint is kept", file=sys.stderr)
+            kept = (f"the last good checkpoint {e.kept} is kept; continue from it with --resume "
+                    f"{os.path.dirname(e.kept)} --lr LOWER" if e.kept else "no checkpoint was written")
+            print(f"train.py: stopped: {e}; {kept}", file=sys.stderr)
         return EXIT_NON_FINITE
-    except KeyboardInterrupt:
-        return _fail(comm, EXIT_INTERRUPTED)
+    except KeyboardInterrupt as e:
+        return _fail(comm, interrupts.exit_code(e))
     except Exception:
         if comm.world_size == 1:
             raise

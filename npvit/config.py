@@ -119,7 +119,7 @@ class ViTConfig:
             fail(f"num_classes must be >= 0 (0: no head), not {self.num_classes}")
         if self.embed_dim % self.num_heads:
             fail(f"embed_dim {self.embed_dim} does not split into {self.num_heads} heads")
-        if self.mlp_ratio <= 0:
+        if not self.mlp_ratio > 0 or self.mlp_ratio == float("inf"):
             fail(f"mlp_ratio must be positive, not {self.mlp_ratio}")
         for name in ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
@@ -302,6 +302,17 @@ MODELS: dict[str, dict] = {
 def list_models(pattern: str = "*") -> list[str]:
     """The registered model names matching a shell-style pattern, sorted."""
     return sorted(n for n in MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def model_name(cfg: ViTConfig) -> str | None:
+    """The registered name of the variant ``cfg`` is, whatever its image size, channels and classes; None when
+    it is none of them (a variant with changed fields)."""
+    free = ("img_size", "in_chans", "num_classes")
+    mine = {k: v for k, v in cfg.to_dict().items() if k not in free}
+    for name in MODELS:
+        if {k: v for k, v in get_config(name).to_dict().items() if k not in free} == mine:
+            return name
+    return None
 
 
 def get_config(name: str, **overrides) -> ViTConfig:

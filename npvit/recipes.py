@@ -8,11 +8,12 @@ the run's data set and mode, from the tables below, which ``resolve`` fills in.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from autograd import backend
 
-from .config import GLOBAL_POOLS, MPP_TARGETS, POS_EMBED_AT, POS_EMBED_KINDS, list_models
+from .config import GLOBAL_POOLS, MPP_TARGETS, POS_EMBED_AT, POS_EMBED_KINDS, get_config, list_models
 
 
 class TrainError(Exception):
@@ -65,9 +66,40 @@ SCHEDULES = ("cosine", "linear", "constant")
 PER_RECIPE = "per data set and mode"
 
 
+def _finite(value) -> bool:
+    """False for NaN, infinity, and an integer too large for a float (no setting is meant that big)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def positive(value):
-    """A ``check``: None when ``value`` is positive, else what is wrong."""
-    return None if value > 0 else "must be positive"
+    """A ``check``: None when ``value`` is a finite positive number, else what is wrong."""
+    return None if _finite(value) and value > 0 else "must be positive"
+
+
+def non_negative(value):
+    """A ``check``: None when ``value`` is a finite number >= 0, else what is wrong."""
+    return None if _finite(value) and value >= 0 else "must be >= 0"
+
+
+def in_range(low, high, *, high_included=False, low_included=True):
+    """A ``check`` that ``low <= value < high`` (the ends as asked); NaN and infinity never pass."""
+    def check_range(value):
+        above = value >= low if low_included else value > low
+        below = value <= high if high_included else value < high
+        if _finite(value) and above and below:
+            return None
+        return f"must be in {'[' if low_included else '('}{low:g}, {high:g}{']' if high_included else ')'}"
+    return check_range
+
+
+def each(check_one):
+    """A ``check`` of every value of a tuple setting with ``check_one``."""
+    def check_all(values):
+        return next((problem for problem in map(check_one, values) if problem), None)
+    return check_all
 
 
 def setting(default, help, *, group, flag=None, choices=None, noun=None, check=None, metavar=None,
@@ -106,51 +138,59 @@ class TrainConfig:
                                "and fine-tune", group="mode", metavar="CHECKPOINT", default_help="none")
     image_size: int | None = setting(None, "train at this resolution (images are resized; fine-tuning "
                                      "interpolates the position embeddings)", group="data",
-                                     default_help="the data set's")
+                                     default_help="the data set's", check=positive)
     epochs: int | None = setting(None, "epochs to train", group="optimisation", check=positive)
     max_steps: int | None = setting(None, "stop after this many steps (the schedule ends there too)",
-                                    group="optimisation", default_help="every epoch's")
+                                    group="optimisation", default_help="every epoch's", check=positive)
     batch_size: int | None = setting(None, "images per optimizer step, over all processes", group="optimisation",
                                      check=positive)
-    eval_batch_size: int = setting(500, "images per forward pass of evaluation", group="optimisation")
+    eval_batch_size: int = setting(500, "images per forward pass of evaluation", group="optimisation",
+                                   check=positive)
     optimizer: str | None = setting(None, "optimizer", group="optimisation", choices=OPTIMIZERS,
                                      noun="optimizer")
     lr: float | None = setting(None, "peak learning rate", group="optimisation", check=positive)
-    weight_decay: float | None = setting(None, "weight decay (decoupled for adamw)", group="optimisation")
-    momentum: float = setting(0.9, "SGD momentum", group="optimisation")
-    betas: tuple = setting((0.9, 0.999), "Adam's beta1 and beta2", group="optimisation", metavar=("B1", "B2"))
+    weight_decay: float | None = setting(None, "weight decay (decoupled for adamw)", group="optimisation",
+                                               check=non_negative)
+    momentum: float = setting(0.9, "SGD momentum", group="optimisation", check=in_range(0, 1))
+    betas: tuple = setting((0.9, 0.999), "Adam's beta1 and beta2", group="optimisation", metavar=("B1", "B2"),
+                           check=each(in_range(0, 1)))
     schedule: str | None = setting(None, "decay after warmup", group="optimisation", choices=SCHEDULES,
                                     noun="schedule")
     warmup_steps: int | None = setting(None, "linear warmup steps", group="optimisation",
-                                       default_help="--warmup-epochs of steps")
+                                       default_help="--warmup-epochs of steps", check=non_negative)
     warmup_epochs: float | None = setting(None, "linear warmup in epochs, used when --warmup-steps is not given",
-                                          group="optimisation")
-    min_lr: float = setting(0.0, "learning rate at the end of the decay", group="optimisation")
-    clip_grad: float | None = setting(None, "clip the global gradient norm (0: off)", group="optimisation")
-    label_smoothing: float | None = setting(None, "label smoothing", group="augmentation")
-    crop_padding: int | None = setting(None, "random crop with this padding (0: off)", group="augmentation")
+                                          group="optimisation", check=non_negative)
+    min_lr: float = setting(0.0, "learning rate at the end of the decay", group="optimisation",
+                                check=non_negative)
+    clip_grad: float | None = setting(None, "clip the global gradient norm (0: off)", group="optimisation",
+                                          check=non_negative)
+    label_smoothing: float | None = setting(None, "label smoothing", group="augmentation",
+                                               check=in_range(0, 1))
+    crop_padding: int | None = setting(None, "random crop with this padding (0: off)", group="augmentation",
+                                          check=non_negative)
     flip: bool | None = setting(None, "random horizontal flips", group="augmentation")
     rand_ops: int | None = setting(None, "RandAugment ops per image (0: off)", group="augmentation",
-                                   flag="--randaugment", metavar="N")
-    rand_magnitude: float = setting(9.0, "RandAugment magnitude", group="augmentation",
-                                    flag="--randaugment-magnitude")
-    mixup: float | None = setting(None, "mixup alpha (0: off)", group="augmentation")
-    cutmix: float | None = setting(None, "cutmix alpha (0: off)", group="augmentation")
+                                   flag="--randaugment", metavar="N", check=non_negative)
+    rand_magnitude: float = setting(9.0, "RandAugment magnitude, on the paper's 0..10 scale",
+                                    group="augmentation", flag="--randaugment-magnitude",
+                                    check=in_range(0, 10, high_included=True))
+    mixup: float | None = setting(None, "mixup alpha (0: off)", group="augmentation", check=non_negative)
+    cutmix: float | None = setting(None, "cutmix alpha (0: off)", group="augmentation", check=non_negative)
     mpp_target: str = setting("mean_color", "what masked patch prediction predicts (mean_color: the 3-bit mean "
                               "colour)", group="mode", choices=MPP_TARGETS)
     mpp_mask_ratio: float = setting(0.5, "fraction of each image's patches masked patch prediction corrupts",
-                                    group="mode")
+                                    group="mode", check=in_range(0, 1, high_included=True, low_included=False))
     train_examples: int | None = setting(None, "use only the first N training examples", group="data",
-                                         metavar="N", default_help="all")
+                                         metavar="N", default_help="all", check=positive)
     eval_examples: int | None = setting(None, "evaluate on only the first N test examples", group="data",
-                                        metavar="N", default_help="all")
-    seed: int = setting(0, "seed of every random draw in the run", group="run")
+                                        metavar="N", default_help="all", check=positive)
+    seed: int = setting(0, "seed of every random draw in the run", group="run", check=non_negative)
     device: str = setting("cpu", "cpu, gpu or gpu:N", group="run")
     out: str | None = setting(None, "run directory", group="run", metavar="RUN_DIR",
                               default_help="runs/DATASET-MODE-TIME")
-    log_every: int = setting(20, "steps between metric lines", group="run")
+    log_every: int = setting(20, "steps between metric lines", group="run", check=positive)
     eval_every_epochs: int = setting(1, "epochs between evaluations (the last step is always evaluated)",
-                                     group="run")
+                                     group="run", check=positive)
     progress: bool = setting(True, "progress bars", group="run")
 
     def to_dict(self) -> dict:
@@ -197,6 +237,19 @@ def flag_of(f) -> str:
     return f.metadata["flag"] or "--" + f.name.replace("_", "-")
 
 
+def flag_named(name: str) -> str:
+    """The flag of the TrainConfig field ``name``, or of a model flag (``model.<field>``)."""
+    if name.startswith("model."):
+        return next(flag for flag, field_name, *_ in MODEL_FLAGS if field_name == name[len("model."):])
+    return flag_of(next(f for f in fields(TrainConfig) if f.name == name))
+
+
+# What --resume accepts: how long to train (the schedule is recomputed for the new length),
+# the lr (the remedy after a non-finite stop), and what does not touch the experiment.
+CHANGE_ON_RESUME = ("max_steps", "epochs", "lr", "device", "progress", "log_every", "eval_every_epochs",
+                    "eval_batch_size", "data_dir", "download")
+
+
 def check(cfg: TrainConfig) -> None:
     """Apply every field's ``choices`` and ``check`` to the values that are set; TrainError on the first miss."""
     for f in fields(cfg):
@@ -230,4 +283,16 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     out = TrainConfig(**{**cfg.to_dict(), **values, **MODE_FIXED.get(cfg.mode, {}), "betas": tuple(cfg.betas),
                          "model_overrides": overrides})
     check(out)
+    if out.mode != "finetune":  # a fine-tune's model is its checkpoint's, checked when it is read
+        check_model(out)
     return out
+
+
+def check_model(cfg: TrainConfig) -> None:
+    """The model flags and --image-size checked against the named model before anything is built (TrainError)."""
+    size = {"img_size": cfg.image_size} if cfg.image_size else {}
+    try:
+        get_config(cfg.model, **size, **cfg.model_overrides)
+    except (ValueError, TypeError) as e:
+        raise TrainError(str(e)) from None
+

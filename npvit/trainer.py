@@ -20,7 +20,11 @@ What a run keeps, in its run directory: ``config.json`` (the resolved config),
 parameters, the optimizer state and the step. The step says where the run is in the data
 (epoch, batch = divmod(step, batches per epoch)), and every random draw of the run is a
 pure function of (seed, step) or (seed, epoch, batch), so ``--resume`` continues exactly
-where the run stopped.
+where the run stopped. Nothing good is lost: a checkpoint is written only from a finite
+state, atomically; a signal ends the run at a step boundary, saved; a lock file keeps a
+second process out of a run directory; and a resume cuts ``metrics.jsonl`` back to its
+checkpoint's step. ``config.json`` also records the trained model's config, a warmup
+scaled to a short run, and what each ``--resume`` changed (README.md, "Resuming").
 
 Data parallel (``mpirun -np N python train.py ...``, see ``npvit/distributed.py``): each
 process trains on its share of every global batch and the gradients are averaged, so a
@@ -29,10 +33,13 @@ Rank 0 alone writes the run directory and prints.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
+import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 
@@ -40,9 +47,10 @@ import autograd
 from autograd import backend, nn, ops, optim
 
 from . import checkpoint as ckpt
-from . import distributed, mpp
-from .config import get_config
+from . import distributed, interrupts, mpp, recipes
+from .config import get_config, model_name
 from .data import Augment, Loader, load_dataset, seed_generator
+from .data.download import clean_partial
 from .fileio import atomic_write
 from .model import Attention, VisionTransformer
 from .recipes import TrainConfig, TrainError
@@ -51,7 +59,13 @@ from .recipes import TrainConfig, TrainError
 EVAL_STREAM = "mpp-eval"
 
 class NonFiniteLoss(Exception):
-    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+    """The loss (or the parameters, or the optimizer state) became NaN or infinite; the run stops.
+
+    ``kept`` is the run's last good checkpoint, or None when none was written yet:
+    a checkpoint is only ever written from a finite state.
+    """
+
+    kept: str | None = None
 
 
 # --- the loss of each mode -------------------------------------------------------------
@@ -77,6 +91,8 @@ def load_data(cfg: TrainConfig):
     options = {}
     if cfg.dataset == "synthetic":
         options["image_size"] = cfg.image_size or 32
+    elif cfg.dataset == "imagefolder" and cfg.image_size:  # decoded at the run's size, whatever each file's
+        options["image_size"] = cfg.image_size
     train = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, download=cfg.download,
                          progress=cfg.progress, **options)
     test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download,
@@ -125,10 +141,27 @@ def build_optimizer(cfg: TrainConfig, model) -> optim.Optimizer:
     return optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
+def warmup_steps(cfg: TrainConfig, total_steps: int, steps_per_epoch: int) -> tuple[int, str | None]:
+    """The run's warmup in steps, and why it differs from the asked one (None when it does not).
+
+    A run shorter than its warmup (``--max-steps 100`` against 400 warmup steps) would end
+    at the peak lr, never decaying: its warmup is scaled to the run instead, keeping the
+    share of the full schedule it was meant to take (a tenth of the run when the warmup
+    was as long as the whole schedule).
+    """
+    asked = cfg.warmup_steps if cfg.warmup_steps is not None else int(round(cfg.warmup_epochs * steps_per_epoch))
+    if asked < total_steps:
+        return asked, None
+    planned = cfg.epochs * steps_per_epoch
+    share = asked / planned if asked < planned else 0.1
+    used = min(int(round(share * total_steps)), max(total_steps - 1, 0))
+    return used, (f"the warmup of {asked} steps is not shorter than the run's {total_steps}; scaled to {used} steps "
+                  f"({share:.1%} of the run)")
+
+
 def build_schedule(cfg: TrainConfig, total_steps: int, steps_per_epoch: int):
-    """The learning rate as a function of the step: linear warmup, then the decay."""
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(round(cfg.warmup_epochs * steps_per_epoch))
-    warmup = min(warmup, max(total_steps - 1, 0))
+    """The learning rate as a function of the step: linear warmup (``warmup_steps``), then the decay."""
+    warmup, _ = warmup_steps(cfg, total_steps, steps_per_epoch)
     if cfg.schedule == "cosine":
         return optim.warmup_cosine(cfg.lr, total_steps, warmup_steps=warmup, final_lr=cfg.min_lr)
     if cfg.schedule == "linear":
@@ -189,9 +222,14 @@ class Trainer:
         self.test_x, self.test_y = to_dev(test.x), to_dev(test.y)
         self.steps_per_epoch = len(self.loader)
         total = cfg.epochs * self.steps_per_epoch
-        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps is not None else total
+        if resume_from is not None and self.total_steps < resume_from.step:
+            raise TrainError(f"the run is already at step {resume_from.step}, past the {self.total_steps} steps "
+                             "--max-steps/--epochs now ask for")
         self.optimizer = build_optimizer(cfg, self.model)
         self.schedule = build_schedule(cfg, self.total_steps, self.steps_per_epoch)
+        self.warmup_note = warmup_steps(cfg, self.total_steps, self.steps_per_epoch)[1]
+        self.lock = None  # the run directory's lock (``start`` and ``resume`` take it, ``fit`` lets it go)
         self.step = 0
         self.best_acc = -1.0
         self.run_dir = cfg.out if self.comm.is_main else None  # rank 0 alone writes the run directory
@@ -273,25 +311,42 @@ class Trainer:
     def evaluate(self) -> dict:
         """Loss and accuracy (for the pixel target of mpp: the loss) on the test split."""
         return evaluate_model(self.model, self.test_x, self.test_y, self.augment, self.cfg.eval_batch_size,
-                              loss=self.loss, seed=self.cfg.seed, comm=self.comm)
+                              loss=self.loss, seed=self.cfg.seed, comm=self.comm, progress=self.cfg.progress)
 
     # --- the run directory --------------------------------------------------------------
     def log(self, record: dict) -> None:
         """Append one JSON line to metrics.jsonl."""
         if self.run_dir is None:
             return
-        with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
+        path = os.path.join(self.run_dir, "metrics.jsonl")
+        with _writing(path, self.run_dir), open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def save(self, name: str) -> str:
-        """Write a checkpoint of the whole run state atomically into the run directory (after a bad step: none)."""
+        """Write a checkpoint of the whole run state atomically into the run directory.
+
+        A bad step seen on the device flag raises NonFiniteLoss before anything is written;
+        a state holding NaN or infinity raises it too and writes nothing; a disk that is
+        full or read-only raises TrainError; either way the file on disk is kept.
+        """
         self.check_finite()
         path = os.path.join(self.run_dir, name)
-        ckpt.save_checkpoint(
-            path, self.model, step=self.step, optimizer_state=self.optimizer.state_dict(),
-            extra={"best_acc": self.best_acc, **self.extra},
-        )
+        try:
+            with _writing(path, self.run_dir):
+                ckpt.save_checkpoint(
+                    path, self.model, step=self.step, optimizer_state=self.optimizer.state_dict(),
+                    extra={"best_acc": self.best_acc, **self.extra},
+                )
+        except ckpt.NonFiniteState as e:
+            raise NonFiniteLoss(f"the model or optimizer state is not finite at step {self.step} ({e})") from None
         return path
+
+    def last_good(self) -> str | None:
+        """The run's checkpoint-last.npz when there is one (it was written from a finite state), else None."""
+        if self.run_dir is None:
+            return None
+        path = os.path.join(self.run_dir, "checkpoint-last.npz")
+        return path if os.path.exists(path) else None
 
     # --- the loop -------------------------------------------------------------------
     def fit(self) -> dict:
@@ -300,6 +355,7 @@ class Trainer:
 
         cfg = self.cfg
         started = time.time()
+        first_step = self.step
         last_eval = None
         try:
             while self.step < self.total_steps:
@@ -311,7 +367,8 @@ class Trainer:
                 run_loss, run_steps, run_correct, run_count, tick, tick_images = 0.0, 0, 0, 0, time.time(), 0
                 for _ in range(steps_left):
                     batch = self.loader.batch(*divmod(self.step, self.steps_per_epoch), self.positions)
-                    loss, correct, count, grad_norm, lr = self.train_step(batch)
+                    with interrupts.step_boundary():  # a signal ends the run between steps, never inside one
+                        loss, correct, count, grad_norm, lr = self.train_step(batch)
                     run_loss = run_loss + loss
                     run_steps += 1
                     run_correct = run_correct + correct
@@ -327,8 +384,11 @@ class Trainer:
                             record["acc"] = float(run_correct) / float(run_count)
                         if grad_norm is not None:
                             record["grad_norm"] = float(grad_norm)
+                        # the whole run's time left, at this session's pace so far (evaluations included)
+                        per_step = (time.time() - started) / (self.step - first_step)
                         bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record.get('acc', 0):.3f}",
-                                        lr=f"{lr:.2e}", img_s=f"{record['images_per_s']:.0f}")
+                                        lr=f"{lr:.2e}", img_s=f"{record['images_per_s']:.0f}",
+                                        run_eta=_duration(per_step * (self.total_steps - self.step)))
                         self.log(record)
                         run_loss, run_steps, run_correct, run_count, tick, tick_images = 0.0, 0, 0, 0, time.time(), 0
                 bar.close()
@@ -349,56 +409,195 @@ class Trainer:
                             self.save("checkpoint-best.npz")
                 elif self.run_dir is not None:
                     self.save("checkpoint-last.npz")
+        except NonFiniteLoss as e:
+            e.kept = self.last_good()
+            raise
         except KeyboardInterrupt:
             if self.run_dir is not None:
-                path = self.save("checkpoint-last.npz")
-                print(f"interrupted at step {self.step}; saved {path}; continue with --resume {self.run_dir}",
-                      flush=True)
+                self._save_on_interrupt()
             raise
+        finally:
+            _unlock(self.lock)
+            self.lock = None
         summary = {"steps": self.step, "best_acc": self.best_acc, "time_s": time.time() - started,
                    "final": last_eval, "run_dir": self.cfg.out, "processes": self.comm.world_size}
         if self.run_dir is not None:
-            with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
-                json.dump(summary, f, indent=2)
+            _write_json(os.path.join(self.run_dir, "summary.json"), summary)
         return summary
+
+    def _save_on_interrupt(self) -> None:
+        """Save the run after Ctrl-C or SIGTERM and say how to continue; say why when it cannot be saved."""
+        where = f"at step {self.step}"
+        try:
+            path = self.save("checkpoint-last.npz")
+            print(f"interrupted {where}; saved {path}; continue with --resume {self.run_dir}", flush=True)
+        except (NonFiniteLoss, TrainError) as e:
+            kept = self.last_good()
+            print(f"interrupted {where}; not saved: {e}; " +
+                  (f"{kept} is kept" if kept else "no checkpoint was written"), flush=True)
 
 
 # --- entry points used by the command line ------------------------------------------------
 def start(cfg: TrainConfig, comm=None) -> Trainer:
-    """A new run: make the run directory, write config.json, build everything (``comm``: see Trainer)."""
+    """A new run: make and lock the run directory, build everything, write config.json (``comm``: see Trainer).
+
+    A start that fails removes the run directory it made, so no empty run is left behind.
+    """
     comm = distributed.Communicator() if comm is None else comm
     if os.path.exists(os.path.join(cfg.out, "checkpoint-last.npz")):
         raise TrainError(f"{cfg.out} already holds a run; continue it with --resume {cfg.out} or pick another --out")
+    created, lock = False, None
     if comm.is_main:
+        created = not os.path.isdir(cfg.out)
         try:
             os.makedirs(cfg.out, exist_ok=True)
         except OSError as e:
             raise TrainError(f"cannot create the run directory {cfg.out}: {e.strerror}") from None
-    trainer = Trainer(cfg, comm=comm)
-    if comm.is_main:
-        _write_json(os.path.join(cfg.out, "config.json"), cfg.to_dict())
+    try:
+        if comm.is_main:
+            lock = _lock(cfg.out)
+        if cfg.mode == "finetune":  # the model is the checkpoint's, not the data set's default
+            cfg = replace(cfg, model=None)
+        trainer = Trainer(cfg, comm=comm)
+        if comm.is_main:
+            if cfg.mode == "finetune":
+                trainer.cfg.model = model_name(trainer.model.cfg)
+            _write_config(trainer, {})
+    except BaseException:
+        _unlock(lock)
+        if created:
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise
+    trainer.lock = lock
     return trainer
 
 
-def resume(run_dir: str, device: str | None = None, progress: bool | None = None, comm=None) -> Trainer:
+def resume(run_dir: str, changes: dict | None = None, comm=None) -> Trainer:
     """Continue the run in ``run_dir`` from its last checkpoint, exactly (same batches, same draws), on any number
-    of processes."""
-    config_path = os.path.join(run_dir, "config.json")
+    of processes.
+
+    ``changes``: settings given again on the command line. Those in
+    ``recipes.CHANGE_ON_RESUME`` apply (``--max-steps``, ``--epochs``, ``--lr`` and the
+    ones that do not touch the experiment); any other is a TrainError naming it. What
+    they change is recorded in config.json under "resumed".
+    """
+    comm = distributed.Communicator() if comm is None else comm
+    changes = dict(changes or {})
+    check_resume_changes(run_dir, changes)
+    cfg, record = read_run_config(run_dir)
     last = os.path.join(run_dir, "checkpoint-last.npz")
-    if not os.path.exists(config_path) or not os.path.exists(last):
-        raise TrainError(f"{run_dir} holds no run to resume (config.json and checkpoint-last.npz are needed)")
-    with open(config_path) as f:
-        cfg = TrainConfig.from_dict(json.load(f))
-    if device is not None:
-        cfg.device = device
-    if progress is not None:
-        cfg.progress = progress
-    cfg.out = run_dir
+    if not os.path.exists(last):
+        raise TrainError(f"{run_dir} holds no checkpoint-last.npz to resume from; it stopped before its first "
+                         "checkpoint, so start it again")
+    old = cfg.to_dict()
+    cfg = replace(cfg, out=run_dir, **changes)
+    recipes.check(cfg)
+    lock = _lock(run_dir) if comm.is_main else None
     try:
         ck = ckpt.read_checkpoint(last)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # read_checkpoint says what is wrong with a damaged file
+        _unlock(lock)
         raise TrainError(f"cannot resume from {last}: {_one_line(e)}") from None
-    return Trainer(cfg, resume_from=ck, comm=comm)
+    try:
+        trainer = Trainer(cfg, resume_from=ck, comm=comm)
+        if comm.is_main:
+            clean_partial(run_dir, older_than=0)  # the lock is ours: what a killed run left is dead
+            _truncate_metrics(run_dir, ck.step)
+            changed = {k: [old[k], v] for k, v in changes.items() if old[k] != v and k not in ("device", "progress")}
+            if changed:
+                record["resumed"] = [*record.get("resumed", []), {"step": ck.step, "changed": changed}]
+            _write_config(trainer, record, persist=old, session=("device", "progress"))
+    except BaseException:
+        _unlock(lock)
+        raise
+    trainer.lock = lock
+    return trainer
+
+
+def check_resume_changes(run_dir: str, changes: dict) -> None:
+    """TrainError naming the flags given with --resume that are not in ``recipes.CHANGE_ON_RESUME``."""
+    refused = sorted(set(changes) - set(recipes.CHANGE_ON_RESUME))
+    if refused:
+        flags = ", ".join(recipes.flag_named(name) for name in refused)
+        raise TrainError(f"--resume continues the experiment in {run_dir} as it was set up; {flags} would change it "
+                         f"(only {', '.join(map(recipes.flag_named, recipes.CHANGE_ON_RESUME))} may be given); "
+                         "start a new run with --init instead")
+
+
+def read_run_config(run_dir: str) -> tuple[TrainConfig, dict]:
+    """The TrainConfig of a run directory's config.json and what else it records; TrainError naming the file
+    when it is missing, empty, truncated or not a config."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise TrainError(f"{run_dir} holds no run to resume (no config.json); is it a run directory?")
+    try:
+        with open(path) as f:
+            d = json.load(f)
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        record = {k: d.pop(k) for k in RECORD_KEYS if k in d}
+        return TrainConfig.from_dict(d), record
+    except (OSError, ValueError, TypeError) as e:
+        raise TrainError(f"cannot read {path} ({_one_line(e) or 'empty'}); it is damaged: restore it or start the run "
+                         "again") from None
+
+
+# What config.json records beside the TrainConfig: the trained model's config, the warmup
+# actually used when it differs from the asked one, and what each --resume changed.
+RECORD_KEYS = ("model_config", "warmup", "resumed")
+
+
+def _write_config(trainer: Trainer, record: dict, persist: dict | None = None, session=()) -> None:
+    """Write config.json: the run's TrainConfig (``session`` fields kept at their ``persist`` values) and
+    ``record`` with the model's config and the warmup note."""
+    d = trainer.cfg.to_dict()
+    for name in session:
+        d[name] = persist[name]
+    record = {**record, "model_config": trainer.model.cfg.to_dict()}
+    if trainer.warmup_note:
+        record["warmup"] = trainer.warmup_note
+    _write_json(os.path.join(trainer.cfg.out, "config.json"), {**d, **record})
+
+
+def _truncate_metrics(run_dir: str, step: int) -> None:
+    """Drop the lines of metrics.jsonl past ``step`` (the run repeats them) and any line a kill cut short."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    with _writing(path, run_dir), atomic_write(path, "w") as f:
+        f.writelines(kept)
+
+
+def _lock(run_dir: str) -> int:
+    """Hold ``run_dir/.lock`` for this process (released when it ends, even by ``kill -9``); TrainError when
+    another process holds it."""
+    path = os.path.join(run_dir, ".lock")
+    with _writing(path, run_dir):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise TrainError(f"another process is training in {run_dir} (it holds {path}); wait for it to end or stop "
+                         "it first") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    """Let go of a run directory's lock taken by ``_lock`` (None: none was taken)."""
+    if fd is not None:
+        os.close(fd)
 
 
 def evaluate_checkpoint(cfg: TrainConfig, comm=None) -> dict:
@@ -410,10 +609,11 @@ def evaluate_checkpoint(cfg: TrainConfig, comm=None) -> dict:
     with comm.node_leader_first():
         test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download,
                             progress=cfg.progress and comm.is_main,
-                            **({"image_size": model.cfg.image_hw[0]} if cfg.dataset == "synthetic" else {}))
+                            **({"image_size": model.cfg.image_hw[0]} if cfg.dataset in ("synthetic", "imagefolder")
+                               else {}))
     if model.cfg.num_classes != test.num_classes:
-        raise TrainError(f"the checkpoint has {model.cfg.num_classes} classes but {cfg.dataset} has "
-                         f"{test.num_classes}; fine-tune it first (--init)")
+        raise TrainError(f"{cfg.init} has {model.cfg.num_classes} classes but {cfg.dataset} has "
+                         f"{test.num_classes}; fine-tune it on {cfg.dataset} first (--init without --eval-only)")
     if cfg.eval_examples is not None:
         test.x, test.y = test.x[: cfg.eval_examples], test.y[: cfg.eval_examples]
     device = comm.pick_device(cfg.device)
@@ -421,12 +621,13 @@ def evaluate_checkpoint(cfg: TrainConfig, comm=None) -> dict:
     size = model.cfg.image_hw[0]
     augment = Augment(test.mean, test.std, test.num_classes, image_size=None if size == test.image_size[0] else size)
     x, y = backend.to_device(test.x, device), backend.to_device(test.y, device)
-    result = evaluate_model(model, x, y, augment, cfg.eval_batch_size, comm=comm)
+    result = evaluate_model(model, x, y, augment, cfg.eval_batch_size, comm=comm, progress=cfg.progress and comm.is_main)
     return {"dataset": cfg.dataset, "split": "test", "examples": int(len(y)), **result}
 
 
 @autograd.no_grad()
-def evaluate_model(model, x, y, augment, batch_size, loss=classification_loss, seed=0, comm=None) -> dict:
+def evaluate_model(model, x, y, augment, batch_size, loss=classification_loss, seed=0, comm=None,
+                   progress=False) -> dict:
     """Mean ``loss`` (a mode's, see ``mode_loss``) and accuracy of ``model`` on uint8 images ``x`` (N, C, H, W)
     with labels ``y``.
 
@@ -434,12 +635,16 @@ def evaluate_model(model, x, y, augment, batch_size, loss=classification_loss, s
     and the batch's index, so that evaluations compare. A loss that counts nothing right
     or wrong (the pixel target) reports minus the loss as ``acc``, so that "best" still
     means best. With ``comm`` each process scores its share of every batch and the sums
-    are reduced, so every process gets the whole set's result.
+    are reduced, so every process gets the whole set's result. ``progress``: a bar over the batches.
     """
+    from tqdm import tqdm
+
     comm = distributed.Communicator() if comm is None else comm
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
-    for k, lo in enumerate(range(0, len(y), batch_size)):
+    starts = range(0, len(y), batch_size)
+    for k, lo in enumerate(tqdm(starts, desc="evaluating", unit="batch", disable=not progress, leave=False,
+                                dynamic_ncols=True)):
         size = min(batch_size, len(y) - lo)
         rows = distributed.shard(size, comm.rank, comm.world_size)
         if rows.stop == rows.start:  # a short last batch may leave a process nothing
@@ -465,12 +670,30 @@ def _load(source, **options):
         raise TrainError(f"cannot use checkpoint {getattr(source, 'path', source)}: {_one_line(e)}") from None
 
 
+def _duration(seconds: float) -> str:
+    """A duration as H:MM:SS."""
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
 def _one_line(error) -> str:
     """An exception's message folded onto one line."""
     return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
 def _write_json(path: str, obj) -> None:
-    """Write JSON atomically (``atomic_write``)."""
-    with atomic_write(path, "w") as f:
+    """Write JSON atomically (``atomic_write``); a full or read-only disk is a TrainError."""
+    with _writing(path, os.path.dirname(path)), atomic_write(path, "w") as f:
         json.dump(obj, f, indent=2)
+
+
+@contextmanager
+def _writing(path: str, run_dir: str):
+    """Turn an OSError while writing ``path`` (disk full, read-only folder) into a one-line TrainError."""
+    try:
+        yield
+    except OSError as e:
+        then = (f"continue with --resume {run_dir}" if os.path.exists(os.path.join(run_dir, "checkpoint-last.npz"))
+                else "run again")
+        raise TrainError(f"cannot write {path} ({e.strerror or e}); free some space or make {run_dir} "
+                         f"writable, then {then}; what was written before is intact") from None

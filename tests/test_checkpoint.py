@@ -460,3 +460,34 @@ def test_version_1_relative_files_load_as_the_2d_kind(tmp_path):
 def test_timm_spelling_of_the_learned_embedding():
     assert npvit.ViTConfig(pos_embed="learn").pos_embed == "1d"
     assert npvit.ViTConfig(pos_embed="").pos_embed == "none"
+
+
+def test_damaged_files_are_one_line_value_errors_saying_what_they_are(tmp_path):
+    good = tmp_path / "good.npz"
+    save_checkpoint(good, tiny(), step=3)
+    raw = good.read_bytes()
+    cases = {
+        "empty.npz": (b"", "is empty"),
+        "text.npz": (b"step,loss\n1,2.3\n", "not a NumPy .npz file"),
+        "array.npz": (None, "single .npy array"),
+        "truncated.npz": (raw[: len(raw) // 2], "truncated or corrupt"),
+        "flipped.npz": (raw[:2000] + bytes(b ^ 0xFF for b in raw[2000:2400]) + raw[2400:], "truncated or corrupt"),
+    }
+    for name, (data, message) in cases.items():
+        path = tmp_path / name
+        if data is None:
+            with open(path, "wb") as f:
+                np.save(f, np.zeros(3))
+        else:
+            path.write_bytes(data)
+        with pytest.raises(ValueError, match=message) as info:
+            read_checkpoint(path)
+        assert name in str(info.value) and "\n" not in str(info.value), name
+
+
+def test_a_google_checkpoint_missing_a_key_names_it(tmp_path):
+    arrays = {"embedding/kernel": np.zeros((4, 4, 3, 8)), "embedding/bias": np.zeros(8)}
+    np.savez(tmp_path / "g.npz", **arrays)
+    with pytest.raises(ValueError, match="g.npz: an incomplete or damaged checkpoint: it has no "
+                                         "'Transformer/encoder_norm/scale'"):
+        read_checkpoint(tmp_path / "g.npz")

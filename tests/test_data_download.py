@@ -7,6 +7,7 @@ import os
 import socket
 import tarfile
 import threading
+import time
 import zipfile
 
 import numpy as np
@@ -17,12 +18,24 @@ from npvit.data import datasets as datasets_module
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves ``server.files``: name -> bytes; names starting 'short-' lie about their length."""
+    """Serves ``server.files``: name -> bytes; names starting 'short-' lie about their length, 'slow-' trickle."""
 
     def do_GET(self):
         name = self.path.lstrip("/")
         if name.startswith("fail-"):
             self.send_error(500, "Internal Server Error")
+            return
+        if name.startswith("slow-"):  # one byte at a time, far too slowly
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(100000):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:  # the client gave up, as it should
+                pass
             return
         body = self.server.files.get(name)
         if body is None:
@@ -47,6 +60,12 @@ def server():
     yield httpd
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _small_cifar(monkeypatch):
+    """The record counts of ``_cifar10_archive``'s files, in place of the official 10,000."""
+    monkeypatch.setattr(datasets_module, "_CIFAR_RECORDS", {"data_batch": 2, "test_batch": 1})
 
 
 def _url(server, name):
@@ -191,3 +210,102 @@ def test_extract_good_archive_with_internal_link_and_corrupt_archive(tmp_path):
     with pytest.raises(DataError, match="corrupt or truncated"):
         extract(cut, tmp_path / "t2")
     assert _leftovers(tmp_path / "t2") == []
+
+
+@pytest.mark.parametrize("limits, message", [
+    (dict(deadline_s=0.5, min_rate=0.001, window_s=0.3), "took longer than 0.5 s"),
+    (dict(deadline_s=60, min_rate=100, window_s=0.5), "too slow"),
+], ids=["deadline", "min-rate"])
+def test_a_trickling_download_ends_with_a_clear_error_and_no_part_file(server, tmp_path, limits, message):
+    started = time.monotonic()
+    with pytest.raises(DataError, match=message):
+        download(_url(server, "slow-file"), tmp_path / "f.bin", progress=False, **limits)
+    assert time.monotonic() - started < 5
+    assert _leftovers(tmp_path) == []
+
+
+def test_download_limits_from_the_environment_are_checked(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("NPVIT_DOWNLOAD_DEADLINE_S", "soon")
+    with pytest.raises(DataError, match="NPVIT_DOWNLOAD_DEADLINE_S='soon' is not a number"):
+        download(_url(server, "slow-file"), tmp_path / "f.bin", progress=False)
+    monkeypatch.setenv("NPVIT_DOWNLOAD_DEADLINE_S", "0.4")
+    with pytest.raises(DataError, match="took longer"):
+        download(_url(server, "slow-file"), tmp_path / "f.bin", progress=False, window_s=1.0)
+
+
+@pytest.mark.parametrize("mirror", ["ftp//nowhere", "not a url", "http://"])
+def test_a_malformed_mirror_is_one_line(tmp_path, monkeypatch, mirror):
+    monkeypatch.setenv("NPVIT_DATA_MIRROR", mirror)
+    with pytest.raises(DataError, match="NPVIT_DATA_MIRROR=.* is not a base URL") as e:
+        load_dataset("cifar10", cache_dir=tmp_path, progress=False)
+    assert "\n" not in str(e.value)
+
+
+_CHAINS = {
+    # a -> . makes a/b the root's b, and b -> .. leaves the target
+    "link-chain": [_link("a", ".", tarfile.SYMTYPE), _link("a/b", "..", tarfile.SYMTYPE), _file("a/b/escaped.txt")],
+    "link-then-file": [_link("up", "sub/..", tarfile.SYMTYPE), _link("sub", "..", tarfile.SYMTYPE),
+                       _file("up/escaped.txt")],
+    "file-through-link": [_link("x", ".", tarfile.SYMTYPE), _link("y", "x/..", tarfile.SYMTYPE),
+                          _link("x/z", "..", tarfile.SYMTYPE), _file("x/z/escaped.txt")],
+    "hardlink-to-symlink": [_link("d/s", "..", tarfile.SYMTYPE), _link("h", "d/s", tarfile.LNKTYPE),
+                            _file("h/escaped.txt")],
+}
+
+
+@pytest.mark.parametrize("members", list(_CHAINS.values()), ids=list(_CHAINS))
+def test_chains_of_links_are_refused_even_without_tarfile_filters(tmp_path, monkeypatch, members):
+    # Python 3.10.0-3.10.11 and 3.11.0-3.11.3 have no extraction filters: the checks alone must hold
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    archive = _tar(tmp_path / "evil.tar.gz", members)
+    target = tmp_path / "deep" / "target"
+    with pytest.raises(DataError, match="refusing to extract"):
+        extract(archive, target)
+    assert _leftovers(target) == []
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def _cifar10_folder_archive(path, with_marker, rng):
+    """A cifar-10-binary.tar.gz at ``path``; without the marker it holds only part of the folder."""
+    body, labels = _cifar10_archive(rng)
+    if not with_marker:
+        with tarfile.open(fileobj=io.BytesIO(body)) as src, tarfile.open(path, "w:gz") as dst:
+            for m in src.getmembers():
+                if not m.name.endswith("batches.meta.txt"):
+                    dst.addfile(m, src.extractfile(m))
+    else:
+        path.write_bytes(body)
+    return labels
+
+
+def test_a_bad_archive_leaves_nothing_that_blames_a_later_good_one(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    rng = np.random.default_rng(0)
+    _cifar10_folder_archive(cache / "cifar-10-binary.tar.gz", False, rng)
+    with pytest.raises(DataError, match="does not contain cifar-10-batches-bin/batches.meta.txt"):
+        load_dataset("cifar10", cache_dir=cache, download=False, progress=False)
+    assert _leftovers(cache) == ["cifar-10-binary.tar.gz"]
+    (cache / "cifar-10-batches-bin").mkdir()  # what an older version left behind
+    (cache / "cifar-10-batches-bin" / "data_batch_1.bin").write_bytes(b"stale")
+    labels = _cifar10_folder_archive(cache / "cifar-10-binary.tar.gz", True, rng)
+    np.testing.assert_array_equal(load_dataset("cifar10", cache_dir=cache, progress=False).y, labels)
+
+
+def test_partial_files_of_a_killed_process_are_cleaned_on_the_next_start(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "fashion-mnist").mkdir(parents=True)
+    old = [cache / ".cifar-10-binary.tar.gz.x1.part", cache / "fashion-mnist" / ".t.gz.x2.part",
+           cache / ".cifar-10-binary.tar.gz.x3.extract"]
+    for p in old[:2]:
+        p.write_bytes(b"half")
+    old[2].mkdir()
+    fresh = cache / ".cifar-100-binary.tar.gz.x4.part"  # perhaps another process still downloading
+    fresh.write_bytes(b"half")
+    kept = cache / "mine.part"  # not a name npvit makes
+    kept.write_bytes(b"x")
+    for p in old:
+        os.utime(p, (time.time() - 7200, time.time() - 7200))
+    with pytest.raises(DataError):
+        load_dataset("cifar10", cache_dir=cache, download=False, progress=False)
+    assert not any(p.exists() for p in old) and fresh.exists() and kept.exists()

@@ -18,6 +18,12 @@ def _no_debian_copy(monkeypatch):
     monkeypatch.setattr(datasets_module, "DEBIAN_FASHION_MNIST", datasets_module.Path("/nonexistent-npvit-test"))
 
 
+@pytest.fixture(autouse=True)
+def _small_cifar(monkeypatch):
+    """The record counts of the small CIFAR files written here, in place of the official 10,000 and 50,000."""
+    monkeypatch.setattr(datasets_module, "_CIFAR_RECORDS", {"data_batch": 3, "test_batch": 4, "train": 6, "test": 2})
+
+
 def _images(rng, n, c=3, h=32, w=32):
     return rng.integers(0, 256, (n, c, h, w), dtype=np.uint8)
 
@@ -73,6 +79,14 @@ def test_cifar10_truncated_batch_is_a_clear_error(tmp_path):
     (folder / "test_batch.bin").write_bytes(raw[:-10])
     with pytest.raises(DataError, match="truncated"):
         load_dataset("cifar10", "test", data_dir=tmp_path, cache_dir=tmp_path / "c", download=False)
+
+
+def test_cifar10_batch_cut_at_a_record_boundary_is_refused(tmp_path):
+    folder, *_ = _write_cifar10(tmp_path, np.random.default_rng(1))
+    raw = (folder / "data_batch_3.bin").read_bytes()
+    (folder / "data_batch_3.bin").write_bytes(raw[: 2 * 3073])
+    with pytest.raises(DataError, match="data_batch_3.bin holds 2 records, not the official file's 3"):
+        load_dataset("cifar10", "train", data_dir=tmp_path, cache_dir=tmp_path / "c", download=False)
 
 
 def test_cifar100_fine_and_coarse_labels(tmp_path):
@@ -189,7 +203,7 @@ def test_imagefolder_split_folders_resize_and_class_order(tmp_path):
     assert (train.x[0, 0] == 255).all() and (train.x[2, 1] == 255).all() and (train.x[2, 0] == 0).all()
     val = load_dataset("imagefolder", "test", data_dir=tmp_path, cache_dir=tmp_path / ".cache", image_size=6)
     assert val.split == "val" and val.y.tolist() == [1]
-    with pytest.raises(DataError, match="give an image size"):
+    with pytest.raises(DataError, match="pass --image-size N"):
         load_dataset("imagefolder", "train", data_dir=tmp_path, cache_dir=tmp_path / ".cache")
 
 
@@ -240,3 +254,20 @@ def test_offline_without_a_copy_names_the_files_and_places(tmp_path):
     assert "cifar-10-binary.tar.gz" in message and str(tmp_path / "d") in message and "\n" not in message
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz"):
         load_dataset("fashion-mnist", cache_dir=tmp_path / "c", download=False)
+
+
+def test_imagefolder_refuses_an_empty_class_folder(tmp_path):
+    _png(tmp_path / "train" / "dog" / "a.png", (0, 255, 0), (8, 8))
+    (tmp_path / "train" / "cat").mkdir()
+    (tmp_path / "train" / "cat" / "notes.txt").write_text("no images here")
+    _png(tmp_path / "val" / "dog" / "d.png", (0, 255, 0), (8, 8))
+    with pytest.raises(DataError, match="class folder.* cat under .* hold no images"):
+        load_dataset("imagefolder", "train", data_dir=tmp_path, cache_dir=tmp_path / ".cache")
+
+
+def test_offline_with_a_data_dir_names_data_dir_and_the_extracted_folder(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(DataError) as e:  # downloading is allowed, but a --data-dir is never topped up
+        load_dataset("cifar10", data_dir=tmp_path / "d", cache_dir=tmp_path / "c", download=True)
+    message = str(e.value)
+    assert "--data-dir" in message and "cifar-10-batches-bin/ both work" in message and "cannot reach" not in message

@@ -187,6 +187,6 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     code, out = run(tmp_path, "nan", "--epochs", "2")
     assert code == 3
     err = capsys.readouterr().err
-    assert "step 9" in err and "the last good checkpoint is kept" in err
+    assert "step 9" in err and "checkpoint-last.npz is kept" in err
     kept = npvit.read_checkpoint(os.path.join(out, "checkpoint-last.npz"))
     assert kept.step == 8 and all(np.isfinite(v).all() for v in kept.state.values())

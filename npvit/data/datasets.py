@@ -20,6 +20,8 @@ import gzip
 import hashlib
 import math
 import os
+import shutil
+import tempfile
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +34,7 @@ from PIL import Image, UnidentifiedImageError
 from ..fileio import atomic_write
 from .core import Dataset, DataError, seed_generator
 from .download import download as fetch
-from .download import extract, resolve_url
+from .download import EXTRACT_SUFFIX, clean_partial, extract, resolve_url
 
 CACHE_ENV = "NPVIT_CACHE_DIR"
 DATASETS = ("cifar10", "cifar100", "tiny-imagenet", "fashion-mnist", "imagefolder", "synthetic")
@@ -107,6 +109,11 @@ def _canonical_split(name: str, split: str) -> str:
 
 # ---------------------------------------------------------------------------- locating files
 
+# How to let npvit download, by whether a --data-dir was given (a local copy is never topped up from the net).
+_ALLOW_DOWNLOAD = {True: "leave out --data-dir to download into the cache",
+                   False: "allow downloading (leave out --no-download)"}
+
+
 def _find_archive_tree(spec: _Archive, data_dir, cache_dir: Path, download: bool, mirror, progress: bool) -> Path:
     """The extracted official folder of ``spec``, unpacking or downloading it if needed."""
     bases = ([Path(data_dir).expanduser()] if data_dir else []) + [cache_dir]
@@ -125,19 +132,39 @@ def _find_archive_tree(spec: _Archive, data_dir, cache_dir: Path, download: bool
                 key = hashlib.sha1(f"{archive.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
                 target = cache_dir / "extracted" / key
             if not (target / spec.folder / spec.marker).is_file():
-                extract(archive, target)
-            if not (target / spec.folder / spec.marker).is_file():
-                raise DataError(f"{archive} does not contain {spec.folder}/{spec.marker}; it is not the official {spec.filename}")
+                _unpack(spec, archive, target, f"it is not the official {spec.filename}")
             return target / spec.folder
     where = " or ".join(str(b) for b in bases)
-    if not download:
+    if data_dir or not download:
         raise DataError(f"{spec.filename} (or its extracted folder {spec.folder}/) not found in {where}; "
-                        f"download it from {spec.url} and put it there, or allow downloading")
+                        f"download it from {spec.url} into a folder and pass it as --data-dir (the archive or the "
+                        f"extracted {spec.folder}/ both work), or {_ALLOW_DOWNLOAD[bool(data_dir)]}")
     archive = fetch(resolve_url(spec.url, mirror), cache_dir / spec.filename, spec.md5, progress=progress)
-    extract(archive, cache_dir)
-    if not (cache_dir / spec.folder / spec.marker).is_file():
-        raise DataError(f"{archive} does not contain {spec.folder}/{spec.marker}; delete it and download it again")
+    _unpack(spec, archive, cache_dir, "delete it and download it again")
     return cache_dir / spec.folder
+
+
+def _unpack(spec: _Archive, archive: Path, target: Path, advice: str) -> None:
+    """Extract ``archive`` into a temporary folder and rename its ``spec.folder`` into ``target`` once complete.
+
+    Checked before anything reaches ``target``: a bad archive leaves nothing there, and a
+    folder an earlier failure left without its marker is replaced rather than trusted.
+    """
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=EXTRACT_SUFFIX, dir=target))
+    except OSError as e:
+        raise DataError(f"cannot write to {target} ({e.strerror}); point ${CACHE_ENV} at a writable folder") from None
+    try:
+        extract(archive, tmp)
+        if not (tmp / spec.folder / spec.marker).is_file():
+            raise DataError(f"{archive} does not contain {spec.folder}/{spec.marker}; {advice}")
+        final = target / spec.folder
+        if final.exists():  # incomplete (its marker is missing, or we would not be here)
+            shutil.rmtree(final)
+        os.replace(tmp / spec.folder, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _find_fashion_mnist(split: str, data_dir, cache_dir: Path, download: bool, mirror, progress: bool) -> list[Path]:
@@ -151,9 +178,10 @@ def _find_fashion_mnist(split: str, data_dir, cache_dir: Path, download: bool, m
         if all((place / f).is_file() for f, _ in files):
             return [place / f for f, _ in files]
     names = " and ".join(f for f, _ in files)
-    if not download:
+    if data_dir or not download:
         raise DataError(f"fashion-mnist: {names} not found in {', '.join(map(str, places))}; download them from "
-                        f"{_FASHION_MNIST_URL} into one of those folders, apt-get install dataset-fashion-mnist, or allow downloading")
+                        f"{_FASHION_MNIST_URL} into a folder and pass it as --data-dir, apt-get install "
+                        f"dataset-fashion-mnist, or {_ALLOW_DOWNLOAD[bool(data_dir)]}")
     return [fetch(resolve_url(_FASHION_MNIST_URL + f, mirror), cache_dir / "fashion-mnist" / f, md5, progress=progress)
             for f, md5 in files]
 
@@ -167,7 +195,11 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def _read_cifar_records(paths: list[Path], label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR binary batches: records of ``label_bytes`` labels then 3x32x32 planar RGB bytes."""
+    """CIFAR binary batches: records of ``label_bytes`` labels then 3x32x32 planar RGB bytes.
+
+    Each file must hold its official number of records (``_CIFAR_RECORDS``): a file cut
+    at a record boundary is otherwise a valid, smaller data set, and nothing else notices.
+    """
     size = label_bytes + 3 * 32 * 32
     chunks = []
     for path in paths:
@@ -177,11 +209,20 @@ def _read_cifar_records(paths: list[Path], label_bytes: int) -> tuple[np.ndarray
         if raw.size == 0 or raw.size % size:
             raise DataError(f"{path} is truncated or not a CIFAR binary batch ({raw.size} bytes is not a multiple of "
                             f"{size}); delete it and get the data again")
+        expected = _CIFAR_RECORDS["data_batch" if path.stem.startswith("data_batch") else path.stem]
+        if raw.size // size != expected:
+            raise DataError(f"{path} holds {raw.size // size} records, not the official file's {expected}; it is "
+                            "truncated or not the official file, delete it and get the data again")
         chunks.append(raw.reshape(-1, size))
     records = np.concatenate(chunks)  # (N, label_bytes + 3072)
     labels = records[:, :label_bytes].astype(np.int64)  # (N, label_bytes)
     x = np.ascontiguousarray(records[:, label_bytes:]).reshape(-1, 3, 32, 32)  # (N, C, H, W)
     return x, labels
+
+
+# Records per file of the official CIFAR binaries: CIFAR-10's five data_batch_N.bin and
+# test_batch.bin hold 10,000 each; CIFAR-100's train.bin 50,000 and test.bin 10,000.
+_CIFAR_RECORDS = {"data_batch": 10000, "test_batch": 10000, "train": 50000, "test": 10000}
 
 
 def _check_labels(labels: np.ndarray, num_classes: int, source) -> None:
@@ -265,7 +306,7 @@ def decode_images(paths: list[Path], image_size=None, workers: int | None = None
         img = first if i == 0 else _decode_one(paths[i], size)
         if img.shape != first.shape:
             raise DataError(f"{paths[i]} is {img.shape[1]}x{img.shape[0]} but {paths[0]} is {first.shape[1]}x{first.shape[0]}; "
-                            "give an image size to resize them to")
+                            "pass --image-size N (image_size=N) to resize them all to N x N")
         out[i] = img
 
     with ThreadPoolExecutor(workers or min(16, os.cpu_count() or 1)) as pool:
@@ -339,6 +380,21 @@ def _class_dirs(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
+def _classes_of(folder: Path) -> list[str]:
+    """The class folders of the tree that defines the classes; DataError when one holds no image.
+
+    An empty folder would still become a class, one the head must learn without a single
+    example, and shift nothing visibly: refused rather than skipped, so the class list
+    the user sees is the one the model gets.
+    """
+    classes = _class_dirs(folder)
+    empty = [c for c in classes if not _images_under(folder / c)]
+    if empty:
+        raise DataError(f"class folder(s) {', '.join(empty[:5])} under {folder} hold no images "
+                        f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder(s)")
+    return classes
+
+
 def _load_imagefolder(split: str, root, cache_dir: Path, image_size, val_fraction: float) -> Dataset:
     if root is None:
         raise DataError("imagefolder needs a data directory (--data-dir ROOT) holding ROOT/train/CLASS/*.jpg or ROOT/CLASS/*.jpg")
@@ -346,7 +402,7 @@ def _load_imagefolder(split: str, root, cache_dir: Path, image_size, val_fractio
     if not root.is_dir():
         raise DataError(f"imagefolder root {root} is not a folder")
     if (root / "train").is_dir():
-        classes = _class_dirs(root / "train")
+        classes = _classes_of(root / "train")
         if split == "train":
             folder = root / "train"
         else:
@@ -365,7 +421,7 @@ def _load_imagefolder(split: str, root, cache_dir: Path, image_size, val_fractio
                 labels += [k] * len(found)
     else:
         # one CLASS tree: a file's split is a hash of its path, so adding files never moves others
-        classes = _class_dirs(root)
+        classes = _classes_of(root)
         paths, labels = [], []
         for k, c in enumerate(classes):
             for p in _images_under(root / c):
@@ -410,6 +466,16 @@ def synthetic(split: str = "train", *, num_examples: int | None = None, num_clas
                    (_HALF,) * channels, (_HALF,) * channels)
 
 
+def _clean_cache(cache: Path) -> None:
+    """Remove what a killed download or extraction left in the cache's folders (``download.clean_partial``)."""
+    extracted = cache / "extracted"
+    folders = [cache, cache / "fashion-mnist", cache / "decoded", extracted]
+    if extracted.is_dir():
+        folders += [p for p in extracted.iterdir() if p.is_dir()]
+    for folder in folders:
+        clean_partial(folder)
+
+
 def load_dataset(name: str, split: str = "train", *, data_dir=None, download: bool = True, cache_dir=None,
                  mirror: str | None = None, image_size: int | None = None, channels: int | None = None,
                  progress: bool = True, **options) -> Dataset:
@@ -438,6 +504,8 @@ def load_dataset(name: str, split: str = "train", *, data_dir=None, download: bo
         raise DataError(f"data dir {data_dir} is not a folder; fix --data-dir or leave it out to use the cache")
     if image_size is not None and name not in ("imagefolder", "synthetic"):
         raise DataError(f"{name} images have a fixed size; resize batches instead (npvit.data.resize) of asking for image_size={image_size}")
+    if name != "synthetic":
+        _clean_cache(cache)
     if name == "synthetic":
         ds = synthetic(split, image_size=image_size or 32, channels=channels or 3, **options)
     elif name == "imagefolder":
