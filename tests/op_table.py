@@ -138,6 +138,30 @@ def np_gelu(x, approximate=None):
     return x * np.vectorize(lambda v: 0.5 * (1 + math.erf(v / math.sqrt(2))))(x)
 
 
+@st.composite
+def methods_example(draw):
+    shape_ = draw(shapes(min_dims=2, max_dims=3))
+    return Example([distinct(shape_, draw(st.integers(0, 2**16))) + 0.05])  # no ties, none at relu's kink
+
+
+def tensor_methods(a):
+    """Every array method and the operators ops/__init__.py binds to Tensor, each output kept."""
+    n = a.ndim
+    return [a.reshape(-1), a.reshape((a.size,)), a.reshape(a.size, 1), a.T, a.transpose(), a.transpose(1, 0, *range(2, n)),
+            a.permute(*reversed(range(n))), a.swapaxes(0, -1), a.flatten(), a.flatten(1), a.sum(), a.mean(axis=0),
+            a.max(axis=-1), a.var(), a.exp(), a.tanh(), a.relu(), a.broadcast_to((2,) + a.shape), a.to(dtype=a.dtype), -a,
+            a ** 2, a[0], a @ a.swapaxes(-1, -2), a.T @ np.ones(a.shape[:1])]
+
+
+def np_tensor_methods(a):
+    n = a.ndim
+    return [a.reshape(-1), a.reshape(-1), a.reshape(a.size, 1), a.T, a.T, a.transpose(1, 0, *range(2, n)),
+            a.transpose(*reversed(range(n))), a.swapaxes(0, -1), a.reshape(-1), a.reshape(a.shape[0], -1),
+            np.array(a.sum()), a.mean(axis=0), a.max(axis=-1), np.array(a.var()), np.exp(a), np.tanh(a),
+            np.maximum(a, 0), np.broadcast_to(a, (2,) + a.shape), a, -a, a ** 2, a[0],
+            a @ a.swapaxes(-1, -2), a.T @ np.ones(a.shape[:1])]
+
+
 ELEMENTWISE = [
     Op("add", (ops.add, elementwise.Add), binary_example(), ops.add, np.add),
     Op("sub", (ops.sub, elementwise.Sub), binary_example(), ops.sub, np.subtract),
@@ -145,6 +169,7 @@ ELEMENTWISE = [
     Op("div", (ops.div, elementwise.Div), binary_example("divisor"), ops.div, np.divide),
     Op("maximum", (ops.maximum, elementwise.Maximum), binary_example("no_ties"), ops.maximum, np.maximum),
     Op("reflected_operators", (), binary_example("divisor"), reflected_operators, np_reflected_operators),
+    Op("tensor_methods", (), methods_example(), tensor_methods, np_tensor_methods, view=True),
     Op("neg", (ops.neg, elementwise.Neg), unary_example(), ops.neg, np.negative),
     Op("pow", (ops.pow, elementwise.Pow), pow_example(), ops.pow, lambda a, exponent: a ** float(exponent)),
     Op("exp", (ops.exp, elementwise.Exp), unary_example(), ops.exp, np.exp),
