@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from autograd import Tensor, gradcheck, no_grad, ops
 from autograd.backend import generator
-from checking import assert_matches_torch, assert_same
+from checking import assert_matches_torch, assert_same, torch_or_skip
 from strategies import arrays, shapes
 
 
@@ -133,7 +133,7 @@ def test_attention_float32_stays_float32():
 
 
 def test_attention_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     rng = np.random.default_rng(4)
     inputs = [rng.standard_normal(s) for s in [(2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 2), (3, 1, 6)]]
     assert_matches_torch(lambda q, k, v, b: ops.scaled_dot_product_attention(q, k, v, b, scale=0.3),

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from autograd import Tensor, gradcheck, ops
 from devices import requires_gpu
-from checking import assert_matches_torch, outputs_and_grads
+from checking import assert_matches_torch, outputs_and_grads, torch_or_skip
 from references import conv_reference, distinct
 from strategies import arrays
 
@@ -32,7 +32,7 @@ def test_conv2d_overlapping_windows_accumulate_in_dx():
     ((1, 2, 6, 7), (3, 2, 2, 3), (2, 1), (1, 0)),
 ])
 def test_conv2d_matches_torch(shape, w_shape, stride, padding):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal(shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
     assert_matches_torch(lambda x, w, b: ops.conv2d(x, w, b, stride=stride, padding=padding),
@@ -82,7 +82,7 @@ def test_max_pool2d_stride_defaults_to_kernel_and_winners_collect_every_window()
 
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (2, None, 0), ((3, 2), (1, 2), (1, 1)), (3, 1, 0)])
 def test_pools_match_torch(kernel, stride, padding):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     x = distinct((2, 3, 7, 6), 0)
     x[0, 0, :2, :2] = 30.0  # a tie above every other value: both must send the gradient to the first of the tied pixels
     for ours, theirs in ((ops.max_pool2d, torch.nn.functional.max_pool2d),
@@ -152,7 +152,7 @@ def test_group_norm_extremes_are_layer_and_instance_norm():
 
 
 def test_group_norm_matches_torch_and_keeps_float32():
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     rng = np.random.default_rng(0)
     x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 6, 4, 5), (6,), (6,)))
     out, grads = outputs_and_grads(lambda x, w, b: ops.group_norm(x, 3, w, b), [x, w, b])

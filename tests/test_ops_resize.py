@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from autograd import Tensor, ops
 from autograd.ops import interpolation_matrix
+from checking import torch_or_skip
 from devices import requires_gpu
 from references import source
 from strategies import shapes
@@ -73,7 +74,7 @@ def test_bicubic_preserves_a_ramp_at_samples_and_midpoints(n):
 @given(shapes(min_dims=0, max_dims=2, max_side=3), st.integers(1, 8), st.integers(1, 8),
        st.integers(1, 12), st.integers(1, 12), modes, st.booleans())
 def test_resize_matches_torch(lead, h, w, h2, w2, mode, align_corners):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     x = np.random.default_rng(h * 100 + w).standard_normal(tuple(lead) + (h, w))
     flat = torch.tensor(x.reshape((-1, 1, h, w)))  # F.interpolate wants (N, C, H, W)
     ref = torch.nn.functional.interpolate(flat, size=(h2, w2), mode=mode, align_corners=align_corners)
@@ -86,7 +87,7 @@ def test_resize_matches_torch(lead, h, w, h2, w2, mode, align_corners):
 
 def test_position_embedding_grid_upsampling_matches_torch():
     # the fine-tuning case: a (1, D, 14, 14) grid of embeddings to 24 x 24 (224 -> 384 pixels)
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     x = np.random.default_rng(0).standard_normal((1, 32, 14, 14)).astype(np.float32)
     t = Tensor(x, requires_grad=True)
     out = ops.resize_2d(t, (24, 24), "bicubic")

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autograd import Tensor, manual_seed, nn, optim
+from checking import torch_or_skip
 
 STEPS = 6
 
@@ -114,7 +115,7 @@ def test_adam_and_adamw_match_reference(cfg, decoupled):
 
 
 def run_torch(make_opt, steps=STEPS, dtype="float64", seed=0):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     init, grads = problem(seed)
     params = [torch.tensor(a, dtype=getattr(torch, dtype), requires_grad=True) for a in init]
     opt = make_opt(torch, params)
