@@ -147,10 +147,11 @@ def methods_example(draw):
 def tensor_methods(a):
     """Every array method and the operators ops/__init__.py binds to Tensor, each output kept."""
     n = a.ndim
-    return [a.reshape(-1), a.reshape((a.size,)), a.reshape(a.size, 1), a.T, a.transpose(), a.transpose(1, 0, *range(2, n)),
-            a.permute(*reversed(range(n))), a.swapaxes(0, -1), a.flatten(), a.flatten(1), a.sum(), a.mean(axis=0),
-            a.max(axis=-1), a.var(), a.exp(), a.tanh(), a.relu(), a.broadcast_to((2,) + a.shape), a.to(dtype=a.dtype), -a,
-            a ** 2, a[0], a @ a.swapaxes(-1, -2), a.T @ np.ones(a.shape[:1])]
+    return [a.reshape(-1), a.reshape((a.size,)), a.reshape(a.size, 1), a.T, a.transpose(),
+            a.transpose(1, 0, *range(2, n)), a.permute(*reversed(range(n))), a.swapaxes(0, -1), a.flatten(),
+            a.flatten(1), a.sum(), a.mean(axis=0), a.max(axis=-1), a.var(), a.exp(), a.tanh(), a.relu(),
+            a.broadcast_to((2,) + a.shape), a.to(dtype=a.dtype), -a, a ** 2, a[0], a @ a.swapaxes(-1, -2),
+            a.T @ np.ones(a.shape[:1])]
 
 
 def np_tensor_methods(a):
@@ -585,7 +586,7 @@ def np_pool(reduce_, fill):
 
 @st.composite
 def attention_example(draw, with_dropout=True):
-    """q, k, v (..., Nq, d), (..., Nk, d), (..., Nk, dv), a bias broadcasting to the logits (or none), scale, dropout."""
+    """q (..., Nq, d), k (..., Nk, d), v (..., Nk, dv), a bias broadcasting to the logits or none, scale, dropout."""
     lead = draw(shapes(min_dims=0, max_dims=2, max_side=2))
     nq, nk, d, dv = (draw(st.integers(1, 3)) for _ in range(4))
     inputs = [draw(arrays(lead + (nq, d))), draw(arrays(lead + (nk, d))), draw(arrays(lead + (nk, dv)))]
@@ -679,7 +680,8 @@ def np_absolute_2d(row, col, num_prefix_tokens):
 
 @st.composite
 def relative_bias_example(draw):
-    gh, gw, heads, d = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    gh, gw, heads = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    d = draw(st.integers(1, 2))
     prefix, batch = draw(st.integers(0, 1)), draw(st.integers(1, 2))
     q = draw(arrays((batch, heads, prefix + gh * gw, d)))
     table = draw(arrays((2 * gh - 1, 2 * gw - 1, heads * d)))
