@@ -143,7 +143,10 @@ def test_float32_gradients_stay_float32():
 
 def test_cast_is_differentiable():
     x = Tensor(np.array([1.5], np.float32), requires_grad=True)
-    (x.astype(np.float64) * 2.0).sum().backward()
+    y = x.astype(np.float64)
+    assert y.dtype == np.float64 and x.to(dtype=np.float16).dtype == np.float16
+    assert x.to() is x and x.to("cpu", np.float32) is x  # nothing to change: the tensor itself
+    (y * 2.0).sum().backward()
     assert x.grad.dtype == np.float32 and x.grad[0] == 2.0
 
 
