@@ -139,3 +139,13 @@ def test_attention_matches_torch():
     assert_matches_torch(lambda q, k, v, b: ops.scaled_dot_product_attention(q, k, v, b, scale=0.3),
                          lambda q, k, v, b: torch.softmax(q @ k.transpose(-1, -2) * 0.3 + b, dim=-1) @ v,
                          inputs, rtol=1e-12, atol=0, grad_rtol=1e-10, grad_atol=1e-13)
+
+
+def test_attention_takes_arrays_as_well_as_tensors():
+    rng = np.random.default_rng(4)
+    q, k, v = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 5, 4)), rng.normal(size=(2, 5, 2))
+    bias = rng.normal(size=(3, 5))
+    want = ops.scaled_dot_product_attention(Tensor(q), Tensor(k), Tensor(v), Tensor(bias))
+    np.testing.assert_array_equal(ops.scaled_dot_product_attention(q, k, v, bias).data, want.data)
+    np.testing.assert_array_equal(ops.attention_weights(q, k, bias).data,
+                                  ops.attention_weights(Tensor(q), Tensor(k), Tensor(bias)).data)

@@ -406,3 +406,12 @@ def test_float32_stays_float32(name):
         assert t.grad is None or t.grad.dtype == np.float32
     with no_grad():
         assert fn(*inputs).dtype == np.float32
+
+
+def test_loss_and_random_ops_take_arrays_as_well_as_tensors():
+    rng = np.random.default_rng(5)
+    logits, labels, x = rng.normal(size=(4, 3)), np.array([0, 2, 1, 2]), rng.normal(size=(3, 4))
+    assert ops.cross_entropy(logits, labels).item() == ops.cross_entropy(Tensor(logits), Tensor(labels)).item()
+    for op in (ops.dropout, ops.drop_path):
+        np.testing.assert_array_equal(op(x, 0.5, generator=generator(1)).data,
+                                      op(Tensor(x), 0.5, generator=generator(1)).data)
