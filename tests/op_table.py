@@ -123,12 +123,13 @@ def where_example(draw):
 
 
 def reflected_operators(a, b):
-    """Each operator with a number on the left, so the reflected methods run: 2 - a, 3 / b, ..."""
-    return (1.5 - a) + 3.0 / b + 2.0 * a + (0.5 + b) + a * 4.0 - b / 2.0 + a ** 2
+    """Each operator with a number or a NumPy array on the left, so the reflected methods run: 2 - a, 3 / b, ..."""
+    return (1.5 - a) + 3.0 / b + 2.0 * a + (0.5 + b) + a * 4.0 - b / 2.0 + a ** 2 + np.float64(0.5) * a \
+        - np.full(b.shape, 2.0) / b
 
 
 def np_reflected_operators(a, b):
-    return (1.5 - a) + 3.0 / b + 2.0 * a + (0.5 + b) + a * 4.0 - b / 2.0 + a ** 2
+    return (1.5 - a) + 3.0 / b + 2.0 * a + (0.5 + b) + a * 4.0 - b / 2.0 + a ** 2 + 0.5 * a - 2.0 / b
 
 
 def np_gelu(x, approximate=None):

@@ -162,6 +162,8 @@ def test_device_parsing():
 def test_asking_for_a_gpu_without_one_is_a_clear_error():
     with pytest.raises(DeviceError, match="(CuPy is not installed|no CUDA GPU)"):
         Tensor([1.0], device="gpu")
+    with pytest.raises(DeviceError, match="(CuPy is not installed|no CUDA GPU)"):
+        Tensor([1.0]).to("gpu")
 
 
 def test_wrong_backward_shape_is_caught():

@@ -109,6 +109,8 @@ def test_float32_any_rank_and_bad_arguments():
     assert interpolation_matrix(3, 5).dtype == np.float32
     with pytest.raises(ValueError, match="mode"):
         ops.resize_2d(Tensor(np.ones((3, 4))), (5, 5), "nearest")
+    with pytest.raises(ValueError, match="mode"):  # refused before any work, even with nothing to resize
+        ops.resize_2d(Tensor(np.ones((3, 4))), (3, 4), "nearest")
     with pytest.raises(ValueError, match="positive"):
         ops.resize_2d(Tensor(np.ones((3, 4))), (0, 5))
     with pytest.raises(ValueError, match="two axes"):

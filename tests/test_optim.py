@@ -322,6 +322,16 @@ def test_adamw_defaults_first_two_steps_in_closed_form():
     np.testing.assert_allclose(p.data, p2, rtol=1e-13)
 
 
+def test_adam_defaults_first_step_in_closed_form():
+    # lr 1e-3, no weight decay: the first step is lr g / (|g| + 1e-8) whatever the betas
+    p0, g = np.array([0.5, -2.0]), np.array([0.2, -4.0])
+    p = nn.Parameter(p0.copy())
+    opt = optim.Adam([p])
+    p.grad = g.copy()
+    opt.step()
+    np.testing.assert_allclose(p.data, p0 - 1e-3 * g / (np.abs(g) + 1e-8), rtol=1e-13)
+
+
 def test_adam_eps_is_used_and_l2_decay_goes_through_the_gradient():
     # eps as large as |g| halves the first step: lr g / (|g| + |g|); Adam's decay adds wd p to g
     p = nn.Parameter(np.array([1.0, -1.0]))
