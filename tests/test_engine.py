@@ -306,3 +306,11 @@ def test_a_second_backward_does_not_change_an_earlier_gradient():
     (x * 3.0).sum().backward()
     np.testing.assert_array_equal(first, [3.0, 3.0])
     np.testing.assert_array_equal(x.grad, [6.0, 6.0])
+
+
+def test_tensor_takes_a_dtype_and_holds_no_other_attributes():
+    assert Tensor(np.ones(2), dtype=np.float32).dtype == np.float32
+    assert autograd.tensor([1, 2], dtype=np.float64).dtype == np.float64
+    t = Tensor(np.ones(2))
+    with pytest.raises(AttributeError):  # __slots__: a graph of many tensors carries no per-tensor dict
+        t.label = "x"
