@@ -1,13 +1,14 @@
 """npvit's masked patch prediction (npvit/mpp.py) against references written from the paper's
 definitions by loops over patches: the three targets, the corruption's counts, and the loss over
-the corrupted patches only. (Position embeddings' gradients and forwards are in the op table.)"""
+the corrupted patches only; and the shapes of each kind of position embedding. (Position
+embeddings' gradients and forwards are in the op table.)"""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from autograd import Tensor, ops
-from npvit import mpp
+from npvit import mpp, pos_embed
 from npvit.config import ViTConfig
 from tiny_models import TINY, tiny
 
@@ -84,3 +85,11 @@ def test_loss_is_the_mean_over_corrupted_patches_only(target):
         assert count == len(rows)
         assert correct == sum(int(out[b, i].argmax() == labels[b, i]) for b, i in rows)
     assert loss.item() == pytest.approx(np.mean(per_patch), rel=1e-10)
+
+
+def test_position_embedding_tables_have_the_shapes_of_appendix_d4():
+    shapes = {kind: {n: p.shape for n, p in pos_embed.make_params(kind, (3, 4), 8, 1).items()}
+              for kind in pos_embed.PARAM_NAMES}
+    assert shapes == {"none": {}, "1d": {"pos_embed": (1, 1 + 12, 8)},
+                      "2d": {"pos_embed_row": (3, 4), "pos_embed_col": (4, 4)},
+                      "relative": {"rel_pos_embed": (5, 7, 8)}}

@@ -53,7 +53,7 @@ TESTS = {
     "autograd/optim.py": ["tests/test_optim.py", _GPU],
     "autograd/tensor.py": ["tests/test_engine.py", _OP_TABLE],
     "npvit/model.py": ["tests/test_model.py", _GPU],
-    "npvit/pos_embed.py": ["tests/test_pos_embed.py", _OP_TABLE],
+    "npvit/pos_embed.py": ["tests/test_pos_embed.py", "tests/test_npvit_ops.py", _OP_TABLE],
     "npvit/mpp.py": ["tests/test_npvit_ops.py", "tests/test_model.py"],
 }
 
