@@ -145,7 +145,10 @@ def test_attention_takes_arrays_as_well_as_tensors():
     rng = np.random.default_rng(4)
     q, k, v = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 5, 4)), rng.normal(size=(2, 5, 2))
     bias = rng.normal(size=(3, 5))
-    want = ops.scaled_dot_product_attention(Tensor(q), Tensor(k), Tensor(v), Tensor(bias))
-    np.testing.assert_array_equal(ops.scaled_dot_product_attention(q, k, v, bias).data, want.data)
+    for p in (0.0, 0.5):  # with dropout, the mask is drawn on q's device
+        want = ops.scaled_dot_product_attention(Tensor(q), Tensor(k), Tensor(v), Tensor(bias), dropout_p=p,
+                                                generator=generator(2))
+        got = ops.scaled_dot_product_attention(q, k, v, bias, dropout_p=p, generator=generator(2))
+        np.testing.assert_array_equal(got.data, want.data)
     np.testing.assert_array_equal(ops.attention_weights(q, k, bias).data,
                                   ops.attention_weights(Tensor(q), Tensor(k), Tensor(bias)).data)
