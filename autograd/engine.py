@@ -130,7 +130,9 @@ def backward(self: Tensor, grad=None, retain_graph=False) -> None:
             raise RuntimeError(f"backward() on a tensor of shape {self.shape} needs an explicit gradient of that shape")
         grad = xp.ones_like(self.data)
     else:
-        grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+        # a copy: ops pass the upstream gradient through (add, reshape), and a leaf's grad
+        # that is the caller's array, or a view of it, would change it when scaled in place
+        grad = xp.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
         if grad.shape != self.shape:
             raise ValueError(f"gradient of shape {grad.shape} given for a tensor of shape {self.shape}")
 

@@ -12,6 +12,15 @@ import pytest
 from autograd import Tensor
 
 
+TORCH_MISSING = ("PyTorch is not installed; the PyTorch cross-checks need its CPU build: "
+                 "pip install torch==2.13.0 (.ci/run installs it where it can)")
+
+
+def torch_or_skip():
+    """The torch module, or a skip of the calling test that says how to install it."""
+    return pytest.importorskip("torch", reason=TORCH_MISSING)
+
+
 def check_forward(fn, np_fn, *inputs):
     """The op's forward equals NumPy's on the same inputs."""
     out = fn(*(Tensor(x) for x in inputs))
@@ -51,7 +60,7 @@ def assert_matches_torch(fn, torch_fn, inputs, rtol, atol, grad_rtol=None, grad_
 
     Skips the test when PyTorch is not installed.
     """
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     tensors = [torch.tensor(x, requires_grad=True) for x in inputs]
     out = torch_fn(*tensors)
     out.backward(torch.from_numpy(upstream(tuple(out.shape), inputs[0].dtype)))

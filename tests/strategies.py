@@ -34,3 +34,16 @@ def away_from(a, points, margin=0.05):
         near = np.abs(a - p) < margin
         a[near] = p + np.where(a[near] >= p, margin, -margin)
     return a
+
+
+@st.composite
+def windows(draw, pool=False):
+    """(kernel, stride, padding, size) pairs for a sliding-window op; the padded input fits a window.
+
+    Pools, as in PyTorch, take padding of at most half the kernel.
+    """
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = tuple(draw(st.integers(0, k // 2 if pool else 1)) for k in kernel)
+    size = tuple(draw(st.integers(max(1, k - 2 * p), 7)) for k, p in zip(kernel, padding))
+    return kernel, stride, padding, size

@@ -143,7 +143,10 @@ def test_float32_gradients_stay_float32():
 
 def test_cast_is_differentiable():
     x = Tensor(np.array([1.5], np.float32), requires_grad=True)
-    (x.astype(np.float64) * 2.0).sum().backward()
+    y = x.astype(np.float64)
+    assert y.dtype == np.float64 and x.to(dtype=np.float16).dtype == np.float16
+    assert x.to() is x and x.to("cpu", np.float32) is x  # nothing to change: the tensor itself
+    (y * 2.0).sum().backward()
     assert x.grad.dtype == np.float32 and x.grad[0] == 2.0
 
 
@@ -159,6 +162,8 @@ def test_device_parsing():
 def test_asking_for_a_gpu_without_one_is_a_clear_error():
     with pytest.raises(DeviceError, match="(CuPy is not installed|no CUDA GPU)"):
         Tensor([1.0], device="gpu")
+    with pytest.raises(DeviceError, match="(CuPy is not installed|no CUDA GPU)"):
+        Tensor([1.0]).to("gpu")
 
 
 def test_wrong_backward_shape_is_caught():
@@ -270,3 +275,42 @@ def test_leaves_never_share_a_gradient_array():
     (a + b).sum().backward()  # Add hands the same upstream array to both inputs
     a.grad *= 10.0
     np.testing.assert_array_equal(b.grad, [1.0, 1.0])
+
+
+def test_views_of_one_tensor_accumulate_into_it():
+    # x reaches the loss through itself, a slice, a transpose and a reshape: four contributions
+    x = leaf(np.arange(6.0).reshape(2, 3))
+    loss = (x * 2.0).sum() + (x[0] * x[0]).sum() + (x.T * 3.0).sum() + x.reshape(6)[4] * 5.0
+    loss.backward()
+    want = np.full((2, 3), 2.0 + 3.0)
+    want[0] += 2 * np.arange(3.0)
+    want[1, 1] += 5.0
+    np.testing.assert_array_equal(x.grad, want)
+
+
+def test_backward_leaves_the_callers_gradient_alone():
+    # Add and reshape pass the upstream gradient through, yet the leaf's grad is its own array
+    x = leaf([[1.0, 2.0], [3.0, 4.0]])
+    g = np.array([[1.0, -1.0], [0.5, 2.0]])
+    kept = g.copy()
+    (x + 1.0).reshape(2, 2).backward(g)
+    x.grad *= 7.0  # what gradient clipping or an optimizer may do in place
+    np.testing.assert_array_equal(g, kept)
+    np.testing.assert_array_equal(x.grad, 7.0 * kept)
+
+
+def test_a_second_backward_does_not_change_an_earlier_gradient():
+    x = leaf([1.0, 2.0])
+    (x * 3.0).sum().backward()
+    first = x.grad
+    (x * 3.0).sum().backward()
+    np.testing.assert_array_equal(first, [3.0, 3.0])
+    np.testing.assert_array_equal(x.grad, [6.0, 6.0])
+
+
+def test_tensor_takes_a_dtype_and_holds_no_other_attributes():
+    assert Tensor(np.ones(2), dtype=np.float32).dtype == np.float32
+    assert autograd.tensor([1, 2], dtype=np.float64).dtype == np.float64
+    t = Tensor(np.ones(2))
+    with pytest.raises(AttributeError):  # __slots__: a graph of many tensors carries no per-tensor dict
+        t.label = "x"

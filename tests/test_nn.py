@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autograd import Tensor, backend, default_dtype_as, gradcheck, init, manual_seed, nn, ops
+from checking import torch_or_skip
 from devices import requires_gpu
 from strategies import arrays, shapes
 
@@ -474,7 +475,7 @@ def test_fans_as_pytorch():
     assert init.fans((8, 4, 3, 3)) == (36, 72)
     with pytest.raises(ValueError):
         init.fans((5,))
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     for shape in [(8, 4), (8, 4, 3, 3), (2, 3, 5)]:
         assert init.fans(shape) == torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))
 

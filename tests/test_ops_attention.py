@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from autograd import Tensor, gradcheck, no_grad, ops
 from autograd.backend import generator
-from checking import assert_matches_torch, assert_same
+from checking import assert_matches_torch, assert_same, torch_or_skip
 from strategies import arrays, shapes
 
 
@@ -133,9 +133,22 @@ def test_attention_float32_stays_float32():
 
 
 def test_attention_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     rng = np.random.default_rng(4)
     inputs = [rng.standard_normal(s) for s in [(2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 2), (3, 1, 6)]]
     assert_matches_torch(lambda q, k, v, b: ops.scaled_dot_product_attention(q, k, v, b, scale=0.3),
                          lambda q, k, v, b: torch.softmax(q @ k.transpose(-1, -2) * 0.3 + b, dim=-1) @ v,
                          inputs, rtol=1e-12, atol=0, grad_rtol=1e-10, grad_atol=1e-13)
+
+
+def test_attention_takes_arrays_as_well_as_tensors():
+    rng = np.random.default_rng(4)
+    q, k, v = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 5, 4)), rng.normal(size=(2, 5, 2))
+    bias = rng.normal(size=(3, 5))
+    for p in (0.0, 0.5):  # with dropout, the mask is drawn on q's device
+        want = ops.scaled_dot_product_attention(Tensor(q), Tensor(k), Tensor(v), Tensor(bias), dropout_p=p,
+                                                generator=generator(2))
+        got = ops.scaled_dot_product_attention(q, k, v, bias, dropout_p=p, generator=generator(2))
+        np.testing.assert_array_equal(got.data, want.data)
+    np.testing.assert_array_equal(ops.attention_weights(q, k, bias).data,
+                                  ops.attention_weights(Tensor(q), Tensor(k), Tensor(bias)).data)

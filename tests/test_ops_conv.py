@@ -9,71 +9,12 @@ from hypothesis import strategies as st
 
 from autograd import Tensor, gradcheck, ops
 from devices import requires_gpu
-from checking import assert_matches_torch, outputs_and_grads
+from checking import assert_matches_torch, outputs_and_grads, torch_or_skip
+from references import conv_reference, distinct
 from strategies import arrays
 
 
-@st.composite
-def windows(draw, pool=False):
-    """(kernel, stride, padding, size) pairs for a sliding-window op; the padded input fits a window.
-
-    Pools, as in PyTorch, take padding of at most half the kernel.
-    """
-    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = tuple(draw(st.integers(0, k // 2 if pool else 1)) for k in kernel)
-    size = tuple(draw(st.integers(max(1, k - 2 * p), 7)) for k, p in zip(kernel, padding))
-    return kernel, stride, padding, size
-
-
-def padded(x, padding, fill):
-    """``x`` with ``padding`` cells of ``fill`` around its last two axes."""
-    (ph, pw) = padding
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
-
-
-def windows_of(x, kernel, stride):
-    """Every window as a list over output pixels: a direct loop, independent of the ops' strided views."""
-    (kh, kw), (sh, sw) = kernel, stride
-    ho, wo = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
-    return ho, wo, [(i, j, x[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]) for i in range(ho) for j in range(wo)]
-
-
-def conv_reference(x, w, b, stride, padding):
-    """conv2d by a loop over output pixels."""
-    ho, wo, wins = windows_of(padded(x, padding, 0.0), w.shape[2:], stride)
-    out = np.zeros((x.shape[0], w.shape[0], ho, wo))
-    for i, j, win in wins:
-        out[:, :, i, j] = np.einsum("bckl,ockl->bo", win, w) + (0 if b is None else b)
-    return out
-
-
-def pool_reference(x, kernel, stride, padding, reduce, fill):
-    """A pool by a loop over output pixels."""
-    ho, wo, wins = windows_of(padded(x, padding, fill), kernel, stride)
-    out = np.zeros(x.shape[:2] + (ho, wo))
-    for i, j, win in wins:
-        out[:, :, i, j] = reduce(win, axis=(2, 3))
-    return out
-
-
 # --- conv2d -------------------------------------------------------------------------------------
-
-@given(windows(), st.integers(1, 2), st.integers(1, 3), st.integers(1, 3), st.booleans(), st.data())
-def test_conv2d_gradcheck_and_direct_loop(win, batch, c_in, c_out, with_bias, data):
-    kernel, stride, padding, size = win
-    x = data.draw(arrays((batch, c_in) + size))
-    w = data.draw(arrays((c_out, c_in) + kernel))
-    b = data.draw(arrays((c_out,)))
-    if with_bias:
-        inputs, fn = [x, w, b], lambda x, w, b: ops.conv2d(x, w, b, stride=stride, padding=padding)
-    else:
-        inputs, fn = [x, w], lambda x, w: ops.conv2d(x, w, stride=stride, padding=padding)
-    gradcheck(fn, inputs)
-    out = fn(*[Tensor(a) for a in inputs])
-    np.testing.assert_allclose(out.data, conv_reference(x, w, b if with_bias else None, stride, padding),
-                               rtol=1e-12, atol=1e-12)
-
 
 def test_conv2d_overlapping_windows_accumulate_in_dx():
     # a 3x3 all-ones kernel at stride 1: each input pixel's gradient counts the windows covering it
@@ -91,7 +32,7 @@ def test_conv2d_overlapping_windows_accumulate_in_dx():
     ((1, 2, 6, 7), (3, 2, 2, 3), (2, 1), (1, 0)),
 ])
 def test_conv2d_matches_torch(shape, w_shape, stride, padding):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal(shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
     assert_matches_torch(lambda x, w, b: ops.conv2d(x, w, b, stride=stride, padding=padding),
@@ -122,31 +63,6 @@ def test_conv2d_rejects_bad_shapes():
 
 # --- pooling ------------------------------------------------------------------------------------
 
-def distinct(shape, seed):
-    """Values 0.1 apart in random order: no ties, and no eps-sized nudge reorders a window."""
-    rng = np.random.default_rng(seed)
-    return rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1 - 1.0
-
-
-@given(windows(pool=True), st.integers(1, 2), st.integers(1, 3), st.integers(0, 2**32 - 1))
-def test_max_pool2d_gradcheck_and_direct_loop(win, batch, channels, seed):
-    kernel, stride, padding, size = win
-    x = distinct((batch, channels) + size, seed)
-    fn = lambda x: ops.max_pool2d(x, kernel, stride, padding)  # noqa: E731
-    gradcheck(fn, [x])
-    np.testing.assert_array_equal(fn(Tensor(x)).data, pool_reference(x, kernel, stride, padding, np.max, -np.inf))
-
-
-@given(windows(pool=True), st.integers(1, 2), st.integers(1, 3), st.data())
-def test_avg_pool2d_gradcheck_and_direct_loop(win, batch, channels, data):
-    kernel, stride, padding, size = win
-    x = data.draw(arrays((batch, channels) + size))
-    fn = lambda x: ops.avg_pool2d(x, kernel, stride, padding)  # noqa: E731
-    gradcheck(fn, [x])
-    np.testing.assert_allclose(fn(Tensor(x)).data, pool_reference(x, kernel, stride, padding, np.mean, 0.0),
-                               rtol=1e-12, atol=1e-12)
-
-
 def test_max_pool2d_tie_goes_to_the_first_element():
     x = Tensor(np.zeros((1, 1, 4, 4)), requires_grad=True)
     ops.max_pool2d(x, 2).sum().backward()
@@ -166,7 +82,7 @@ def test_max_pool2d_stride_defaults_to_kernel_and_winners_collect_every_window()
 
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (2, None, 0), ((3, 2), (1, 2), (1, 1)), (3, 1, 0)])
 def test_pools_match_torch(kernel, stride, padding):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     x = distinct((2, 3, 7, 6), 0)
     x[0, 0, :2, :2] = 30.0  # a tie above every other value: both must send the gradient to the first of the tied pixels
     for ours, theirs in ((ops.max_pool2d, torch.nn.functional.max_pool2d),
@@ -236,7 +152,7 @@ def test_group_norm_extremes_are_layer_and_instance_norm():
 
 
 def test_group_norm_matches_torch_and_keeps_float32():
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     rng = np.random.default_rng(0)
     x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 6, 4, 5), (6,), (6,)))
     out, grads = outputs_and_grads(lambda x, w, b: ops.group_norm(x, 3, w, b), [x, w, b])

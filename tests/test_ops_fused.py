@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from autograd import Tensor, gradcheck, no_grad, ops
 from autograd.backend import generator, global_generator, manual_seed
 from autograd.ops import util
-from checking import assert_matches_torch, assert_same
+from checking import assert_matches_torch, assert_same, torch_or_skip
 from strategies import arrays, shapes
 
 
@@ -285,7 +285,7 @@ def test_cross_entropy_known_value_and_shape_errors():
 @pytest.mark.parametrize("case", ["labels", "soft"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_matches_torch(case, reduction):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     rng = np.random.default_rng(3)
     x = rng.standard_normal((6, 5))
     target = np.array([0, 4, -100, 2, 2, -100]) if case == "labels" else rng.dirichlet(np.ones(5), size=6)
@@ -406,3 +406,12 @@ def test_float32_stays_float32(name):
         assert t.grad is None or t.grad.dtype == np.float32
     with no_grad():
         assert fn(*inputs).dtype == np.float32
+
+
+def test_loss_and_random_ops_take_arrays_as_well_as_tensors():
+    rng = np.random.default_rng(5)
+    logits, labels, x = rng.normal(size=(4, 3)), np.array([0, 2, 1, 2]), rng.normal(size=(3, 4))
+    assert ops.cross_entropy(logits, labels).item() == ops.cross_entropy(Tensor(logits), Tensor(labels)).item()
+    for op in (ops.dropout, ops.drop_path):
+        np.testing.assert_array_equal(op(x, 0.5, generator=generator(1)).data,
+                                      op(Tensor(x), 0.5, generator=generator(1)).data)

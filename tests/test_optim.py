@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autograd import Tensor, manual_seed, nn, optim
+from checking import torch_or_skip
 
 STEPS = 6
 
@@ -114,7 +115,7 @@ def test_adam_and_adamw_match_reference(cfg, decoupled):
 
 
 def run_torch(make_opt, steps=STEPS, dtype="float64", seed=0):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     init, grads = problem(seed)
     params = [torch.tensor(a, dtype=getattr(torch, dtype), requires_grad=True) for a in init]
     opt = make_opt(torch, params)
@@ -301,6 +302,107 @@ def test_load_state_dict_reports_every_problem_and_loads_nothing():
         opt.load_state_dict(sd)
 
 
+# --- closed forms: the first steps of each rule written out by hand ------------------------------
+def test_adamw_defaults_first_two_steps_in_closed_form():
+    # Step 1: m_hat = g, v_hat = g^2, so p1 = p0 (1 - lr wd) - lr g / (|g| + eps), the defaults
+    # lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0.01. Step 2 with gradient h:
+    # m_hat = (0.9 0.1 g + 0.1 h) / (1 - 0.81), v_hat = (0.999 0.001 g^2 + 0.001 h^2) / (1 - 0.999^2).
+    p0, g, h = np.array([0.5, -2.0, 3.0]), np.array([0.2, -0.1, 4.0]), np.array([-0.3, 0.5, 1.0])
+    p = nn.Parameter(p0.copy())
+    opt = optim.AdamW([p])
+    p.grad = g.copy()
+    opt.step()
+    p1 = p0 * (1 - 1e-3 * 0.01) - 1e-3 * g / (np.abs(g) + 1e-8)
+    np.testing.assert_allclose(p.data, p1, rtol=1e-13)
+    p.grad = h.copy()
+    opt.step()
+    m_hat = (0.9 * 0.1 * g + 0.1 * h) / (1 - 0.9**2)
+    v_hat = (0.999 * 0.001 * g**2 + 0.001 * h**2) / (1 - 0.999**2)
+    p2 = p1 * (1 - 1e-3 * 0.01) - 1e-3 * m_hat / (np.sqrt(v_hat) + 1e-8)
+    np.testing.assert_allclose(p.data, p2, rtol=1e-13)
+
+
+def test_adam_defaults_first_step_in_closed_form():
+    # lr 1e-3, no weight decay: the first step is lr g / (|g| + 1e-8) whatever the betas
+    p0, g = np.array([0.5, -2.0]), np.array([0.2, -4.0])
+    p = nn.Parameter(p0.copy())
+    opt = optim.Adam([p])
+    p.grad = g.copy()
+    opt.step()
+    np.testing.assert_allclose(p.data, p0 - 1e-3 * g / (np.abs(g) + 1e-8), rtol=1e-13)
+
+
+def test_adam_eps_is_used_and_l2_decay_goes_through_the_gradient():
+    # eps as large as |g| halves the first step: lr g / (|g| + |g|); Adam's decay adds wd p to g
+    p = nn.Parameter(np.array([1.0, -1.0]))
+    opt = optim.Adam([p], lr=0.1, eps=0.5, weight_decay=0.0)
+    p.grad = np.array([0.5, -0.5])
+    opt.step()
+    np.testing.assert_allclose(p.data, [1.0 - 0.05, -1.0 + 0.05], rtol=1e-14)
+    q = nn.Parameter(np.array([2.0]))
+    opt = optim.Adam([q], lr=0.1, eps=1.0, weight_decay=0.5)
+    q.grad = np.array([0.0])
+    opt.step()
+    d = 0.5 * 2.0  # the decayed gradient
+    np.testing.assert_allclose(q.data, [2.0 - 0.1 * d / (d + 1.0)], rtol=1e-14)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_momentum_under_a_constant_gradient_in_closed_form(nesterov):
+    # b_t = g (1 - mu^t) / (1 - mu); heavy ball steps by b_t, Nesterov by g + mu b_t
+    lr, mu, g = 0.1, 0.9, np.array([1.0, -2.0])
+    p = nn.Parameter(np.zeros(2))
+    opt = optim.SGD([p], lr=lr, momentum=mu, nesterov=nesterov)
+    total = np.zeros(2)
+    for t in range(1, 6):
+        p.grad = g.copy()
+        opt.step()
+        b = g * (1 - mu**t) / (1 - mu)
+        total += g + mu * b if nesterov else b
+        np.testing.assert_allclose(p.data, -lr * total, rtol=1e-13)
+
+
+def test_sgd_dampening_and_weight_decay_in_closed_form():
+    # b1 = g1 (no dampening on the first step), b2 = mu b1 + (1 - d) g2, with g = grad + wd p
+    p = nn.Parameter(np.array([1.0]))
+    opt = optim.SGD([p], lr=0.5, momentum=0.5, dampening=0.25, weight_decay=0.2)
+    p.grad = np.array([1.0])
+    opt.step()
+    g1 = 1.0 + 0.2 * 1.0
+    p1 = 1.0 - 0.5 * g1
+    np.testing.assert_allclose(p.data, [p1], rtol=1e-14)
+    p.grad = np.array([1.0])
+    opt.step()
+    b2 = 0.5 * g1 + 0.75 * (1.0 + 0.2 * p1)
+    np.testing.assert_allclose(p.data, [p1 - 0.5 * b2], rtol=1e-14)
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
+    lambda ps: optim.Adam(ps, lr=0.1, weight_decay=0.1),
+    lambda ps: optim.AdamW(ps, lr=0.1),
+], ids=["sgd", "adam", "adamw"])
+def test_step_leaves_the_callers_gradient_and_zero_grad_forgets_it(make_opt):
+    p = nn.Parameter(np.array([1.0, 2.0]))
+    g = np.array([0.5, -0.5])
+    opt = make_opt([p])
+    for _ in range(2):
+        p.grad = g
+        opt.step()
+        np.testing.assert_array_equal(g, [0.5, -0.5])
+    opt.zero_grad()
+    assert p.grad is None
+
+
+def test_param_group_hyperparameters_override_the_defaults_in_closed_form():
+    a, b = nn.Parameter(np.array([1.0])), nn.Parameter(np.array([1.0]))
+    opt = optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.5, "weight_decay": 1.0}], lr=0.1)
+    a.grad, b.grad = np.array([1.0]), np.array([1.0])
+    opt.step()
+    np.testing.assert_allclose(a.data, [1.0 - 0.1], rtol=1e-15)
+    np.testing.assert_allclose(b.data, [1.0 - 0.5 * (1.0 + 1.0)], rtol=1e-15)
+
+
 # --- gradient clipping ------------------------------------------------------------------------
 @given(st.floats(0.01, 100.0), st.integers(0, 2**32 - 1))
 def test_clip_grad_norm(max_norm, seed):
@@ -320,6 +422,17 @@ def test_clip_grad_norm(max_norm, seed):
     if norm <= max_norm:
         for p, g in zip(params, grads):
             np.testing.assert_array_equal(p.grad, g)
+
+
+def test_clip_grad_norm_uses_its_eps_and_leaves_the_callers_arrays():
+    # total norm 5 over two parameters; the scale is max_norm / (5 + eps)
+    a, b = nn.Parameter(np.zeros(1)), nn.Parameter(np.zeros(1))
+    ga, gb = np.array([3.0]), np.array([4.0])
+    a.grad, b.grad = ga, gb
+    assert optim.clip_grad_norm([a, b], 2.0, eps=1.0) == pytest.approx(5.0)
+    np.testing.assert_allclose([a.grad[0], b.grad[0]], [3.0 / 3.0, 4.0 / 3.0], rtol=1e-14)
+    np.testing.assert_array_equal(ga, [3.0])
+    np.testing.assert_array_equal(gb, [4.0])
 
 
 def test_clip_grad_norm_with_gradients_the_engine_shares():
@@ -384,6 +497,14 @@ def test_warmup_linear_and_constant():
     c = optim.constant(0.3, warmup_steps=3)
     assert [c(i) for i in range(6)] == pytest.approx([0.1, 0.2, 0.3, 0.3, 0.3, 0.3])
     assert optim.constant(0.3)(0) == 0.3 and optim.warmup_cosine(1.0, 5)(0) == 1.0
+
+
+def test_schedules_in_closed_form_with_a_final_lr():
+    s = optim.warmup_cosine(1.0, total_steps=110, warmup_steps=10, final_lr=0.1)
+    assert s(35) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)), rel=1e-14)
+    s = optim.warmup_linear(2.0, total_steps=24, warmup_steps=4, final_lr=0.4)
+    assert s(9) == pytest.approx(0.4 + 1.6 * (1 - 5 / 20), rel=1e-14) and s(30) == pytest.approx(0.4)
+    assert optim.warmup_cosine(1.0, 10, warmup_steps=10)(10) == pytest.approx(0.0)  # no decay span: at the end
 
 
 def test_schedule_is_a_pure_function_of_the_step():
