@@ -92,4 +92,5 @@ def test_position_embedding_tables_have_the_shapes_of_appendix_d4():
               for kind in pos_embed.PARAM_NAMES}
     assert shapes == {"none": {}, "1d": {"pos_embed": (1, 1 + 12, 8)},
                       "2d": {"pos_embed_row": (3, 4), "pos_embed_col": (4, 4)},
-                      "relative": {"rel_pos_embed": (5, 7, 8)}}
+                      "relative": {"rel_pos_embed_1d": (2 * 12 - 1, 8)},
+                      "relative_2d": {"rel_pos_embed": (5, 7, 8)}}
