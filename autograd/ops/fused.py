@@ -7,6 +7,11 @@ CuPy, keep float32 in float32, and hand matrix products to BLAS (cuBLAS on a GPU
 
 The random ops (dropout, drop-path) draw their mask in the public function and pass
 it to the Function, so the Function itself is a pure function of its inputs.
+
+On a GPU, layer norm, GELU and cross entropy run as the fused kernels of
+autograd/kernels (one launch where CuPy's operations take a dozen) when
+``kernels.get`` hands one out, and otherwise as the whole-array CuPy code below; the
+CPU never asks for a kernel.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import math
 
 import numpy as np
 
+from .. import kernels
 from ..backend import get_array_module
 from ..engine import Function
 from ..tensor import as_tensor_like
@@ -77,7 +83,12 @@ class LayerNorm(Function):
         dim = x.shape[-1]
         x2 = x.reshape(-1, dim)  # (M, D)
         if xp is not np:
-            return _layer_norm_whole(xp, x2, weight, bias, eps, has_bias, needs_input_grad, x.shape)
+            fused = kernels.get("layer_norm_forward", x.dtype) if has_weight and has_bias else None
+            if fused is None:
+                return _layer_norm_whole(x2, weight, bias, eps, has_bias, needs_input_grad, x.shape)
+            out, mean, rstd = fused(x2, weight, bias, eps)  # mean and rstd (M,) in float32
+            cache = (x2, mean, rstd, weight, has_bias, needs_input_grad) if any(needs_input_grad) else None
+            return out.reshape(x.shape), cache
         out = xp.empty(x2.shape, dtype=x.dtype)
         mean = xp.empty((len(x2), 1), dtype=x.dtype)  # (M, 1)
         rstd = xp.empty((len(x2), 1), dtype=x.dtype)  # (M, 1)
@@ -114,7 +125,7 @@ class LayerNorm(Function):
         dim = g.shape[-1]
         g2 = g.reshape(-1, dim)  # (M, D)
         if xp is not np:
-            return _layer_norm_whole_backward(g2, x2, rstd, weight, has_bias, needs, g.shape)
+            return _layer_norm_gpu_backward(g2, x2, mean, rstd, weight, has_bias, needs, g.shape)
         w_mean = xp.full(dim, 1.0 / dim, dtype=g.dtype) if weight is None else weight / dim
         dx = xp.empty(g2.shape, dtype=g.dtype) if needs[0] else None
         dw = xp.zeros(dim, dtype=g.dtype) if weight is not None and needs[1] else None
@@ -150,24 +161,56 @@ class LayerNorm(Function):
         return tuple(grads)
 
 
-def _layer_norm_whole(xp, x2, weight, bias, eps, has_bias, needs, shape):
-    """LayerNorm's forward on a GPU: whole-array passes, few of them (each pass is a kernel launch).
+def layer_norm_rows(x2, eps):
+    """(mean, xhat, rstd) of the rows of ``x2`` ``(M, D)``, mean and rstd ``(M, 1)``: whole-array passes.
 
-    The blocking of the CPU path buys cache locality a GPU does not need, and its
-    matrix-vector means cost two launches each; here the cache keeps xhat itself
-    (the ``x2`` slot of the cache) so that the backward does not remake it.
+    The GPU fallback's statistics (and the layer-norm kernels' twins): the blocking of
+    the CPU path buys cache locality a GPU does not need, and its matrix-vector means
+    cost two launches each.
     """
+    xp = get_array_module(x2)
     mean = x2.mean(axis=1, keepdims=True)  # (M, 1)
     xh = x2 - mean
     var = xp.square(xh).mean(axis=1, keepdims=True)
     var += eps
     rstd = var ** -0.5  # (M, 1)
     xh *= rstd  # xhat
+    return mean, xh, rstd
+
+
+def _layer_norm_whole(x2, weight, bias, eps, has_bias, needs, shape):
+    """LayerNorm's forward on a GPU without its kernel; the cache keeps xhat itself (the ``x2`` slot, mean None)
+    so that the backward does not remake it."""
+    _, xh, rstd = layer_norm_rows(x2, eps)
     out = xh if weight is None else xh * weight
     if bias is not None:
         out = out + bias
     cache = (xh, None, rstd, weight, has_bias, needs) if any(needs) else None
     return out.reshape(shape), cache
+
+
+def _layer_norm_gpu_backward(g2, x2, mean, rstd, weight, has_bias, needs, shape):
+    """LayerNorm's backward on a GPU: the kernel's when the forward's was (mean saved), else whole arrays.
+
+    The kernel gives all three gradients in two launches whichever are needed; should
+    its self-check have failed where the forward's passed, xhat is remade from the
+    kernel forward's mean and rstd.
+    """
+    if mean is None:  # the CuPy forward: x2 is xhat
+        return _layer_norm_whole_backward(g2, x2, rstd, weight, has_bias, needs, shape)
+    fused = kernels.get("layer_norm_backward", g2.dtype)
+    if fused is not None:
+        dx, dw, db = fused(g2, x2, mean, rstd, weight)
+        return dx.reshape(shape) if needs[0] else None, dw if needs[1] else None, db if needs[2] else None
+    xh = layer_norm_xhat(x2, mean, rstd)
+    return _layer_norm_whole_backward(g2, xh, rstd.astype(x2.dtype)[:, None], weight, has_bias, needs, shape)
+
+
+def layer_norm_xhat(x2, mean, rstd):
+    """xhat = (x - mean) rstd of the rows ``(M, D)`` from the per-row mean and rstd ``(M,)`` (float32) of the kernel."""
+    xh = x2 - mean.astype(x2.dtype)[:, None]
+    xh *= rstd.astype(x2.dtype)[:, None]
+    return xh
 
 
 def _layer_norm_whole_backward(g2, xh, rstd, weight, has_bias, needs, shape):
