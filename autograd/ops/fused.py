@@ -242,21 +242,38 @@ class Gelu(Function):
 
     @staticmethod
     def forward(x, approximate="none", needs_input_grad=(False,)):
-        # Block by block, so that the two dozen passes of erf (or tanh's few) and the
-        # derivative run in cache; the derivative is made here, from the same Phi or
-        # tanh, and cached instead of x, so the backward is one product.
-        xp = get_array_module(x)
-        flat = xp.ascontiguousarray(x).reshape(-1)
-        out = xp.empty_like(flat)
-        slope = xp.empty_like(flat) if needs_input_grad[0] else None
-        block = _gelu_tanh_block if approximate == "tanh" else _gelu_erf_block
-        for b in blocks(flat.size, 1, xp):
-            block(xp, flat[b], out[b], None if slope is None else slope[b])
-        return out.reshape(x.shape), slope
+        # On a GPU with the kernels, one launch each way: the backward remakes the
+        # derivative from x (the op's input, alive anyway), so the cache is x.
+        # Otherwise the derivative is made here and cached instead of x.
+        if get_array_module(x) is not np:
+            fused = kernels.get("gelu_forward", x.dtype)
+            if fused is not None:
+                return fused(x, approximate), (None, x, approximate) if needs_input_grad[0] else None
+        out, slope = gelu_values(x, approximate, needs_input_grad[0])
+        return out, (slope, None, approximate)
 
     @staticmethod
-    def backward(g, slope):
+    def backward(g, cache):
+        slope, x, approximate = cache
+        if slope is None:  # the kernel's forward
+            fused = kernels.get("gelu_backward", x.dtype)
+            if fused is not None:
+                return fused(g, x, approximate)
+            slope = gelu_values(x, approximate, True)[1]
         return g * slope.reshape(g.shape)
+
+
+def gelu_values(x, approximate, with_slope):
+    """(GELU(x), its derivative or None), computed block by block so that erf's two dozen passes (or tanh's
+    few) and the derivative run in cache; the NumPy/CuPy path, and the GELU kernels' twin."""
+    xp = get_array_module(x)
+    flat = xp.ascontiguousarray(x).reshape(-1)
+    out = xp.empty_like(flat)
+    slope = xp.empty_like(flat) if with_slope else None
+    block = _gelu_tanh_block if approximate == "tanh" else _gelu_erf_block
+    for b in blocks(flat.size, 1, xp):
+        block(xp, flat[b], out[b], None if slope is None else slope[b])
+    return out.reshape(x.shape), slope
 
 
 def gelu(x, approximate="none"):
