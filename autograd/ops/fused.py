@@ -369,53 +369,101 @@ def log_softmax(x, axis=-1):
 class CrossEntropy(Function):
     @staticmethod
     def forward(logits, target, label_smoothing=0.0, ignore_index=-100, reduction="mean"):
-        xp = get_array_module(logits)
-        n_class = logits.shape[-1]
-        eps = label_smoothing
-        logp = logits.reshape(-1, n_class)  # (M, C): every leading position is a sample
-        logp = logp - logp.max(axis=1, keepdims=True)
-        logp -= xp.log(xp.exp(logp).sum(axis=1, keepdims=True))  # log_softmax
-        if target.dtype.kind == "f":  # soft targets (mixup, cutmix): a distribution per row
-            q = target.reshape(-1, n_class).astype(logp.dtype, copy=False)  # (M, C)
-            if eps:
-                q = q * (1 - eps) + eps / n_class
-            losses = -(q * logp).sum(axis=1)  # (M,)
-            weight = xp.ones(len(logp), dtype=logp.dtype)
-            labels = None
-        else:  # integer labels: q = (1 - eps) onehot(label) + eps / C, never built
-            labels = target.reshape(-1)  # (M,)
-            counted = labels != ignore_index
-            labels = xp.where(counted, labels, 0)  # any valid index; the row's weight is 0
-            losses = xp.take_along_axis(logp, labels[:, None], axis=1)[:, 0]  # (M,)
-            losses *= -(1 - eps)
-            if eps:
-                losses -= eps / n_class * logp.sum(axis=1)
-            weight = counted.astype(logp.dtype)
-            q = None
-        if reduction == "mean":  # over the counted rows; none counted gives 0, not 0/0
-            weight /= xp.maximum(weight.sum(), 1)
-        losses *= weight
-        out = losses.reshape(logits.shape[:-1]) if reduction == "none" else losses.sum()
-        return out, (logp, q, labels, weight, eps, reduction, logits.shape)
+        # On a GPU, integer labels go to the cross-entropy kernel: each row's loss and
+        # logsumexp in one launch, the reduction a few more; soft targets stay on CuPy.
+        if get_array_module(logits) is not np and target.dtype.kind != "f":
+            fused = kernels.get("cross_entropy_forward", logits.dtype)
+            if fused is not None:
+                return _cross_entropy_fused(fused, logits, target, label_smoothing, ignore_index, reduction)
+        out, cache = cross_entropy_xp(logits, target, label_smoothing, ignore_index, reduction)
+        return out, (False, cache)
 
     @staticmethod
     def backward(g, cache):
-        # loss_r = -sum_c q_c log softmax(z)_c  =>  dloss_r/dz = softmax(z) sum_c q_c - q,
-        # which is softmax - q for a distribution q; each row is scaled by its weight
-        # (0 for ignored rows, 1/count for "mean") and by its upstream gradient.
-        logp, q, labels, weight, eps, reduction, shape = cache
-        xp = get_array_module(g)
-        dz = xp.exp(logp)  # softmax, (M, C)
-        if q is not None:
-            dz *= q.sum(axis=1, keepdims=True)
-            dz -= q
-        else:
-            dz[xp.arange(len(labels)), labels] -= 1 - eps
-            if eps:
-                dz -= eps / shape[-1]
-        row = weight * (g.reshape(-1) if reduction == "none" else g)  # (M,)
-        dz *= row[:, None]
-        return dz.reshape(shape), None  # the targets are constants
+        fused, cache = cache
+        if fused:
+            return _cross_entropy_fused_backward(g, cache), None
+        return cross_entropy_xp_backward(g, cache), None  # the targets are constants
+
+
+def cross_entropy_xp(logits, target, label_smoothing, ignore_index, reduction):
+    """(loss, cache) of cross entropy in NumPy/CuPy operations: the CPU's path, and the kernels' twin."""
+    xp = get_array_module(logits)
+    n_class = logits.shape[-1]
+    eps = label_smoothing
+    logp = logits.reshape(-1, n_class)  # (M, C): every leading position is a sample
+    logp = logp - logp.max(axis=1, keepdims=True)
+    logp -= xp.log(xp.exp(logp).sum(axis=1, keepdims=True))  # log_softmax
+    if target.dtype.kind == "f":  # soft targets (mixup, cutmix): a distribution per row
+        q = target.reshape(-1, n_class).astype(logp.dtype, copy=False)  # (M, C)
+        if eps:
+            q = q * (1 - eps) + eps / n_class
+        losses = -(q * logp).sum(axis=1)  # (M,)
+        weight = xp.ones(len(logp), dtype=logp.dtype)
+        labels = None
+    else:  # integer labels: q = (1 - eps) onehot(label) + eps / C, never built
+        labels = target.reshape(-1)  # (M,)
+        counted = labels != ignore_index
+        labels = xp.where(counted, labels, 0)  # any valid index; the row's weight is 0
+        losses = xp.take_along_axis(logp, labels[:, None], axis=1)[:, 0]  # (M,)
+        losses *= -(1 - eps)
+        if eps:
+            losses -= eps / n_class * logp.sum(axis=1)
+        weight = counted.astype(logp.dtype)
+        q = None
+    if reduction == "mean":  # over the counted rows; none counted gives 0, not 0/0
+        weight /= xp.maximum(weight.sum(), 1)
+    losses *= weight
+    out = losses.reshape(logits.shape[:-1]) if reduction == "none" else losses.sum()
+    return out, (logp, q, labels, weight, eps, reduction, logits.shape)
+
+
+def cross_entropy_xp_backward(g, cache):
+    """The logits' gradient from ``cross_entropy_xp``'s cache."""
+    # loss_r = -sum_c q_c log softmax(z)_c  =>  dloss_r/dz = softmax(z) sum_c q_c - q,
+    # which is softmax - q for a distribution q; each row is scaled by its weight
+    # (0 for ignored rows, 1/count for "mean") and by its upstream gradient.
+    logp, q, labels, weight, eps, reduction, shape = cache
+    xp = get_array_module(g)
+    dz = xp.exp(logp)  # softmax, (M, C)
+    if q is not None:
+        dz *= q.sum(axis=1, keepdims=True)
+        dz -= q
+    else:
+        dz[xp.arange(len(labels)), labels] -= 1 - eps
+        if eps:
+            dz -= eps / shape[-1]
+    row = weight * (g.reshape(-1) if reduction == "none" else g)  # (M,)
+    dz *= row[:, None]
+    return dz.reshape(shape)
+
+
+def _cross_entropy_fused(fused, logits, target, eps, ignore_index, reduction):
+    """CrossEntropy.forward by the kernel: per-row losses (0 where ignored) and logsumexp, then the reduction."""
+    xp = get_array_module(logits)
+    logits2, labels = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)
+    losses, lse = fused(logits2, labels, eps, ignore_index)  # float32, (M,)
+    count = None
+    if reduction == "none":
+        out = losses.reshape(logits.shape[:-1])
+    elif reduction == "sum":
+        out = losses.sum()
+    else:  # the mean over the counted rows; none counted gives 0, not 0/0
+        count = xp.maximum((labels != ignore_index).sum(dtype=np.float32), 1)
+        out = losses.sum() / count
+    return out.astype(logits.dtype, copy=False), (True, (logits2, lse, labels, count, eps, ignore_index, reduction,
+                                                        logits.shape))
+
+
+def _cross_entropy_fused_backward(g, cache):
+    """The logits' gradient by the kernel: dz = g_r (softmax(z) - q), g_r g per row ("none"), g, or g / count."""
+    logits2, lse, labels, count, eps, ignore_index, reduction, shape = cache
+    rows = g.reshape(-1) if reduction == "none" else g if count is None else g / count
+    fused = kernels.get("cross_entropy_backward", logits2.dtype)
+    if fused is not None:
+        return fused(rows, logits2, lse, labels, eps, ignore_index).reshape(shape)
+    _, cache = cross_entropy_xp(logits2, labels, eps, ignore_index, "none")
+    return cross_entropy_xp_backward(rows.astype(logits2.dtype, copy=False), cache).reshape(shape)
 
 
 def cross_entropy(logits, target, label_smoothing=0.0, ignore_index=-100, reduction="mean"):
