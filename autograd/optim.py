@@ -211,7 +211,7 @@ class Optimizer:
             self._decay[param.size] = xp.ones(param.size, dtype=np.uint8)
         lr = xp.asarray(np.array([group["lr"]], dtype=np.float32))
         step = xp.asarray(np.array([number], dtype=np.int32))
-        flag = xp.ones(1, dtype=np.uint8) if ok is None else ok.astype(np.uint8).reshape(1)
+        flag = xp.ones(1, dtype=np.uint8) if ok is None else ok.reshape(1).view(np.uint8)  # a bool is a byte
         fused(param, grad, *[state[n] for n in self.array_state], self._decay[param.size], lr, step, flag, **options)
         return True
 
