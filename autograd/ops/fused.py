@@ -83,7 +83,9 @@ class LayerNorm(Function):
         dim = x.shape[-1]
         x2 = x.reshape(-1, dim)  # (M, D)
         if xp is not np:
-            fused = kernels.get("layer_norm_forward", x.dtype) if has_weight and has_bias else None
+            # the kernel reads the weight and bias in x's dtype, and takes both
+            affine_ok = has_weight and has_bias and weight.dtype == bias.dtype == x.dtype
+            fused = kernels.get("layer_norm_forward", x.dtype) if affine_ok else None
             if fused is None:
                 return _layer_norm_whole(x2, weight, bias, eps, has_bias, needs_input_grad, x.shape)
             out, mean, rstd = fused(x2, weight, bias, eps)  # mean and rstd (M,) in float32
