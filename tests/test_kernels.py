@@ -393,6 +393,30 @@ def test_an_op_through_its_kernels_matches_its_cupy_path_in_float32(gpu, monkeyp
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["layer_norm", "gelu", "cross_entropy_mean", "attention_bias"])
+def test_an_op_whose_backward_kernel_fails_its_check_falls_back_after_the_kernels_forward(gpu, monkeypatch,  # noqa: F811
+                                                                                          name):
+    fn, inputs, _ = WIRED[name]
+    honest = gpu.as_one_launch
+
+    def no_backward(twin, *args, **kwargs):
+        if twin.__name__.endswith("_backward"):
+            raise RuntimeError("CompileException: the backward does not build")
+        return honest(twin, *args, **kwargs)
+
+    monkeypatch.setattr(gpu, "as_one_launch", no_backward)
+    with pytest.warns(RuntimeWarning, match="_backward disagrees"):
+        fused = _on_device(fn, inputs)
+    kernels.disable()
+    try:
+        plain = _on_device(fn, inputs)
+    finally:
+        kernels.enable()
+    np.testing.assert_allclose(fused[0], plain[0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(fused[1], plain[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_the_cpu_never_asks_for_a_kernel(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a kernel was asked for on the CPU")
