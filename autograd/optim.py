@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import backend
+from . import backend, kernels
 from .flat import FlatParameters, clip_grad_norm  # noqa: F401  (clip_grad_norm is this module's API)
 from .ops.util import blocks
 from .tensor import Tensor
@@ -50,11 +50,13 @@ class Optimizer:
 
     A subclass names its state (``array_state``: arrays shaped like the parameter,
     ``scalar_state``: integers) and defines ``update(param, grad, state, group)``, which
-    changes ``param`` in place.
+    changes ``param`` in place; on a GPU, ``fused_kernel`` (a flat-buffer kernel of
+    autograd/kernels) with ``fused_call`` does a whole group's update in one launch.
     """
 
     array_state: tuple = ()
     scalar_state: tuple = ()
+    fused_kernel = None
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
@@ -63,6 +65,7 @@ class Optimizer:
         self.steps = 0
         self._flat = None
         self._segments = {}  # group index -> {state name: (flat array, the parameters' views of it)}
+        self._decay = {}  # run length -> the kernels' weight-decay mask of ones (a group decays all or nothing)
         params = list(params)
         if not params:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
@@ -118,7 +121,8 @@ class Optimizer:
         """
         if ok is not None and not backend.is_gpu_array(ok) and not ok:
             return
-        bad = None if ok is None or not backend.is_gpu_array(ok) else ~ok
+        ok = ok if ok is not None and backend.is_gpu_array(ok) else None
+        bad = None if ok is None else ~ok
         flat = self.flat
         if backend.is_gpu_array(flat.data[0]):  # the CPU updates each parameter in cache unless gathered already
             flat.gather_grads()
@@ -126,7 +130,7 @@ class Optimizer:
         for g, group in enumerate(self.param_groups):
             indices = list(range(start, start + len(group["params"])))
             start += len(indices)
-            if indices and not self._step_segment(g, group, indices, bad):
+            if indices and not self._step_segment(g, group, indices, ok, bad):
                 for i in indices:
                     p = flat.params[i]
                     if p.grad is not None:
@@ -142,7 +146,7 @@ class Optimizer:
                 state[name] = backend.to_device(state[name], device)
         return state
 
-    def _step_segment(self, g, group, indices, bad) -> bool:
+    def _step_segment(self, g, group, indices, ok, bad) -> bool:
         """Update group ``g`` as one run of each flat buffer; False (nothing done) when it does not fit one.
 
         It fits when its parameters lie side by side in one buffer, all have gradients and
@@ -170,7 +174,9 @@ class Optimizer:
                 whole = xp.concatenate([s[name].reshape(-1) for s in states])
             state[name] = whole
         param, grad = flat.data[k][lo:hi], flat.grads[k][lo:hi]
-        if all(n in state for n in self.array_state):
+        if xp is not np and self._fused_update(param, grad, state, group, ok):
+            pass  # the group in one launch of its kernel, state updated in place
+        elif all(n in state for n in self.array_state):
             # in cache-sized blocks on the CPU, so that the update's passes run in cache (one block on a GPU)
             for b in blocks(hi - lo, 1, xp):
                 part = {n: v[b] if n in self.array_state else v for n, v in state.items()}
@@ -188,6 +194,31 @@ class Optimizer:
         for s in states:
             s.update({n: state[n] for n in self.scalar_state if n in state})
         return True
+
+    def _fused_update(self, param, grad, state, group, ok) -> bool:
+        """The group's update as one launch of its kernel (autograd/kernels/optim.py) on a GPU; False where none applies.
+
+        The kernel reads the learning rate and step from the device (two small uploads,
+        no sync) and updates only where ``ok`` (the device flag; None: always) is set.
+        """
+        fused = kernels.get(self.fused_kernel, param.dtype) if self.fused_kernel else None
+        call = None if fused is None else self.fused_call(state, group)
+        if call is None:
+            return False
+        number, options = call
+        xp = backend.get_array_module(param)
+        if param.size not in self._decay:  # the group's weight decay is all or nothing: a mask of ones
+            self._decay[param.size] = xp.ones(param.size, dtype=np.uint8)
+        lr = xp.asarray(np.array([group["lr"]], dtype=np.float32))
+        step = xp.asarray(np.array([number], dtype=np.int32))
+        flag = xp.ones(1, dtype=np.uint8) if ok is None else ok.reshape(1).view(np.uint8)  # a bool is a byte
+        fused(param, grad, *[state[n] for n in self.array_state], self._decay[param.size], lr, step, flag, **options)
+        return True
+
+    def fused_call(self, state, group):
+        """(step number, keyword arguments) for ``fused_kernel`` on this group, advancing the state's
+        counters; None (nothing advanced) where the kernel does not do this update."""
+        return None
 
     def _masked_update(self, param, grad, state, group, bad) -> None:
         """``update``, undone on the device where ``bad`` (a 0-d boolean array) is True."""
@@ -283,12 +314,22 @@ class SGD(Optimizer):
     """
 
     array_state = ("momentum_buffer",)
+    fused_kernel = "sgd_step"
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum needs momentum > 0 and dampening 0")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, dampening=dampening)
         super().__init__(params, defaults)
+
+    def fused_call(self, state, group):
+        # no momentum: no buffer to hand the kernel, and two launches on the CuPy path anyway;
+        # the first step makes the buffer (b = d) on the CuPy path, so the kernel's step is never 1
+        momentum, buf = float(group["momentum"]), state.get("momentum_buffer")
+        if not momentum or buf is None or buf.dtype != np.float32:
+            return None
+        return 2, dict(momentum=momentum, dampening=float(group["dampening"]),
+                                   nesterov=bool(group["nesterov"]), weight_decay=float(group["weight_decay"]))
 
     def update(self, param, grad, state, group):
         lr, momentum, wd = float(group["lr"]), float(group["momentum"]), float(group["weight_decay"])
@@ -313,10 +354,19 @@ class Adam(Optimizer):
 
     array_state = ("exp_avg", "exp_avg_sq")
     scalar_state = ("step",)
+    fused_kernel = "adamw_step"
     decoupled = False  # AdamW: decay the weights directly instead of through the gradient
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    def fused_call(self, state, group):
+        wd = float(group["weight_decay"])
+        if "exp_avg" not in state or state["exp_avg"].dtype != np.float32 or (wd and not self.decoupled):
+            return None  # the first step makes the moments; the kernel keeps them in float32 and decays decoupled
+        state["step"] += 1
+        return state["step"], dict(betas=tuple(float(b) for b in group["betas"]),
+                                                 eps=float(group["eps"]), weight_decay=wd)
 
     def update(self, param, grad, state, group):
         xp = backend.get_array_module(param)

@@ -5,8 +5,9 @@
 
 Kernel launches and host syncs per step are printed beside the rates: npvit's where the
 device counts them (the CuPy stand-in of ``tests/fakecupy.py``, e.g.
-``NPVIT_FAKE_CUPY=1 PYTHONPATH=tests python -m npvit.bench --device gpu``), PyTorch's
-as its non-view aten ops under a ``TorchDispatchMode`` with foreach AdamW.
+``NPVIT_FAKE_CUPY=1 PYTHONPATH=tests python -m npvit.bench --device gpu``), with the
+fused kernels of autograd/kernels (each one launch) and without them, PyTorch's as its
+non-view aten ops under a ``TorchDispatchMode`` with foreach AdamW.
 
 A training step is what the trainer does for one batch: zero the gradients, forward,
 cross-entropy, backward, AdamW step. Inference is a forward pass under ``no_grad`` in
@@ -53,7 +54,7 @@ import time
 
 import numpy as np
 
-from autograd import backend, ops, optim
+from autograd import backend, kernels, ops, optim
 from autograd.backend import keep_freed_memory
 from autograd.engine import no_grad
 
@@ -390,6 +391,12 @@ def main(argv=None) -> int:
         memory = {lib: (gpu_peak_bytes(lib, s, device), None) for lib, (s, _) in runs.items()}
     rates = time_alternating(runs, args.batch_size, args.steps, args.repeats)
     counts = {"npvit": npvit_step_counts(step, device)}
+    if counts["npvit"] is not None:  # and once more with every op on its own CuPy path, for the difference
+        kernels.disable()
+        try:
+            counts["npvit without fused kernels"] = npvit_step_counts(step, device)
+        finally:
+            kernels.enable()
     if countable:
         torch_ops, torch_reads = torch_step_counts(name, args.mode, images[:2], labels[:2])
         counts["PyTorch"] = (torch_ops, 0)

@@ -14,7 +14,7 @@ import pytest
 
 import fakecupy
 import npvit
-from autograd import Tensor, backend, gradcheck, ops
+from autograd import Tensor, backend, gradcheck, kernels, ops
 from npvit import analyze, bench
 from npvit import recipes
 from npvit import trainer as T
@@ -130,6 +130,7 @@ def test_analyze_and_bench_run_on_the_device(gpu, tmp_path, capsys):
 
 
 LAUNCH_BUDGET = 1200  # issue 14: per steady-state step of vit_cifar_tiny, CuPy's own operations only
+KERNEL_LAUNCH_BUDGET = 480  # issue 15: with the fused kernels of autograd/kernels, each one launch
 RANDAUGMENT_LAUNCHES = 300  # RandAugment's two ops per image (npvit/data/augment.py), on top of the step's
 
 
@@ -141,17 +142,56 @@ def _cifar10_trainer(**overrides):
     return T.Trainer(recipes.resolve(recipes.TrainConfig(**{**settings, **overrides})))
 
 
-@pytest.mark.parametrize("rand_ops", [0, 2])
-def test_a_steady_state_step_never_syncs_and_keeps_to_the_launch_budget(gpu, rand_ops):
+@pytest.fixture
+def without_kernels():
+    """Every fused kernel switched off for one test: the ops' own CuPy paths."""
+    kernels.disable()
+    yield
+    kernels.enable()
+
+
+@pytest.mark.parametrize("rand_ops, fused", [(0, True), (0, False), (2, True)],
+                         ids=["kernels", "cupy-only", "kernels-randaugment"])
+def test_a_steady_state_step_never_syncs_and_keeps_to_the_launch_budget(gpu, request, rand_ops, fused):
+    if not fused:
+        request.getfixturevalue("without_kernels")
     trainer = _cifar10_trainer(rand_ops=rand_ops)
-    for step in range(2):  # the first step warms up (lazy state of the optimizer); the second is counted
+    for step in range(3):  # the first step makes the optimizer's state, the second its kernel's; the third counts
         gpu.meter.reset()
         trainer.train_step(trainer.loader.batch(0, step, trainer.positions))
     assert sum(gpu.meter.syncs.values()) == 0, gpu.meter.syncs
-    budget = LAUNCH_BUDGET + (RANDAUGMENT_LAUNCHES if rand_ops else 0)
+    budget = (KERNEL_LAUNCH_BUDGET if fused else LAUNCH_BUDGET) + (RANDAUGMENT_LAUNCHES if rand_ops else 0)
     assert sum(gpu.meter.launches.values()) <= budget, gpu.meter.launches.most_common(10)
     optimizer_sites = [s for s in gpu.meter.launches if s.startswith(("autograd/optim.py", "autograd/flat.py"))]
-    assert sum(gpu.meter.launches[s] for s in optimizer_sites) < 60  # whole buffers, not once per parameter
+    optimizer_launches = sum(gpu.meter.launches[s] for s in optimizer_sites)
+    assert optimizer_launches < (15 if fused else 60)  # whole buffers, not once per parameter; one launch a group
+
+
+def test_the_kernels_train_as_the_cupy_path_does(gpu, monkeypatch):
+    """Three steps of the cifar10 recipe's model, kernels on and off: the same parameters in float32."""
+    def trained():
+        trainer = _cifar10_trainer(rand_ops=0)
+        for step in range(3):
+            trainer.train_step(trainer.loader.batch(0, step, trainer.positions))
+        return trainer.model.state_dict()
+
+    ran, honest = set(), gpu.as_one_launch
+
+    def noted(twin, *args, **kwargs):
+        ran.add(twin.__name__)
+        return honest(twin, *args, **kwargs)
+
+    monkeypatch.setattr(gpu, "as_one_launch", noted)
+    with_kernels = trained()
+    assert ran >= {"layer_norm_forward", "layer_norm_backward", "gelu_forward", "gelu_backward", "softmax_forward",
+                   "softmax_backward", "adamw_step"}
+    kernels.disable()
+    try:
+        without = trained()
+    finally:
+        kernels.enable()
+    for k, v in with_kernels.items():  # float32, summed in another order: rounding only (1e-7 seen)
+        np.testing.assert_allclose(v, without[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
 def test_a_bad_step_on_the_device_changes_nothing_and_stops_the_run_at_the_next_check(gpu, monkeypatch):

@@ -332,3 +332,132 @@ def test_the_selfcheck_without_a_gpu_is_one_line_and_exit_2(gpu, monkeypatch, ca
     assert selfcheck.main(["--device", "gpu"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and "no CUDA GPU" in captured.err
+
+
+# --- the ops that call the kernels: on the stand-in, kernel path = CuPy path in float32 -----
+def _f32(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+_LABELS = np.array([3, -100, 0, 9, 9, 1])
+WIRED = {  # op on Tensors, float32 inputs (integer ones are constants), the kernels it must run
+    "layer_norm": (ops.layer_norm, (_f32(2, 5, 48), 1 + _f32(48, seed=1), _f32(48, seed=2)),
+                   {"layer_norm_forward", "layer_norm_backward"}),
+    "gelu": (ops.gelu, (3 * _f32(5, 37),), {"gelu_forward", "gelu_backward"}),
+    "gelu_tanh": (lambda x: ops.gelu(x, approximate="tanh"), (3 * _f32(5, 37),), {"gelu_forward", "gelu_backward"}),
+    "attention": (ops.scaled_dot_product_attention, (_f32(2, 3, 7, 16), _f32(2, 3, 7, 16, seed=1),
+                                                     _f32(2, 3, 7, 16, seed=2)), {"softmax_forward", "softmax_backward"}),
+    "attention_bias": (ops.scaled_dot_product_attention, (_f32(2, 3, 7, 16), _f32(2, 3, 7, 16, seed=1),
+                                                          _f32(2, 3, 7, 16, seed=2), _f32(1, 3, 7, 7, seed=3)),
+                       {"softmax_forward", "softmax_backward"}),
+    "attention_dropout": (lambda q, k, v: ops.scaled_dot_product_attention(
+        q, k, v, dropout_p=0.3, generator=backend.generator(2, device="gpu")),
+        (_f32(2, 3, 7, 16), _f32(2, 3, 7, 16, seed=1), _f32(2, 3, 7, 16, seed=2)), {"softmax_backward"}),
+    **{f"cross_entropy_{r}": ((lambda r: lambda z, y: ops.cross_entropy(z, y, label_smoothing=0.1, reduction=r))(r),
+                              (3 * _f32(6, 10), _LABELS), {"cross_entropy_forward", "cross_entropy_backward"})
+       for r in ("mean", "sum", "none")},
+}
+
+
+def _on_device(fn, inputs):
+    tensors = [Tensor(backend.to_device(x.copy(), "gpu"), requires_grad=x.dtype.kind == "f") for x in inputs]
+    out = fn(*tensors)
+    out.backward(backend.to_device(upstream(out.shape, out.dtype), "gpu"))
+    return backend.to_numpy(out.data), [backend.to_numpy(t.grad) for t in tensors if t.requires_grad]
+
+
+@pytest.mark.parametrize("name", sorted(WIRED))
+def test_an_op_through_its_kernels_matches_its_cupy_path_in_float32(gpu, monkeypatch, name):  # noqa: F811
+    # The float64 gradchecks of test_gpu_path.py take the CuPy paths (no kernel has a
+    # float64 body), so this is what tests the wiring: float32, kernels on and off,
+    # which differ by summation order only.
+    fn, inputs, wanted = WIRED[name]
+    ran, honest = set(), gpu.as_one_launch
+
+    def noted(twin, *args, **kwargs):
+        ran.add(twin.__name__)
+        return honest(twin, *args, **kwargs)
+
+    monkeypatch.setattr(gpu, "as_one_launch", noted)
+    fused = _on_device(fn, inputs)
+    assert wanted <= ran
+    kernels.disable()
+    try:
+        ran.clear()
+        plain = _on_device(fn, inputs)
+        assert not ran
+    finally:
+        kernels.enable()
+    np.testing.assert_allclose(fused[0], plain[0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(fused[1], plain[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["layer_norm", "gelu", "cross_entropy_mean", "attention_bias"])
+def test_an_op_whose_backward_kernel_fails_its_check_falls_back_after_the_kernels_forward(gpu, monkeypatch,  # noqa: F811
+                                                                                          name):
+    fn, inputs, _ = WIRED[name]
+    honest = gpu.as_one_launch
+
+    def no_backward(twin, *args, **kwargs):
+        if twin.__name__.endswith("_backward"):
+            raise RuntimeError("CompileException: the backward does not build")
+        return honest(twin, *args, **kwargs)
+
+    monkeypatch.setattr(gpu, "as_one_launch", no_backward)
+    with pytest.warns(RuntimeWarning, match="_backward disagrees"):
+        fused = _on_device(fn, inputs)
+    kernels.disable()
+    try:
+        plain = _on_device(fn, inputs)
+    finally:
+        kernels.enable()
+    np.testing.assert_allclose(fused[0], plain[0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(fused[1], plain[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_cpu_never_asks_for_a_kernel(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a kernel was asked for on the CPU")
+
+    monkeypatch.setattr(kernels, "get", refuse)
+    for name, (fn, inputs, _) in WIRED.items():
+        if "dropout" not in name:
+            outputs_and_grads(fn, inputs)
+    params = [Tensor(_f32(5), requires_grad=True)]
+    params[0].grad = _f32(5, seed=1)
+    for opt in (optim.AdamW(params, lr=0.1), optim.SGD(params, lr=0.1, momentum=0.9)):
+        opt.step()
+        opt.step()
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.AdamW(ps, lr=0.1, weight_decay=0.05),
+                                  lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)],
+                         ids=["adamw", "sgd"])
+def test_the_flat_optimizer_through_its_kernel_matches_its_cupy_path(gpu, monkeypatch, make):  # noqa: F811
+    ran, honest = [], gpu.as_one_launch
+    monkeypatch.setattr(gpu, "as_one_launch", lambda twin, *a, **k: (ran.append(twin.__name__), honest(twin, *a, **k))[1])
+
+    def stepped():
+        params = [Tensor(backend.to_device(_f32(*shape, seed=i), "gpu"), requires_grad=True)
+                  for i, shape in enumerate(((4, 3), (3,), (5,)))]
+        opt = make([{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.0}])
+        for step in range(4):
+            for i, p in enumerate(params):
+                p.grad = backend.to_device(_f32(*p.shape, seed=10 * step + i), "gpu")
+            opt.step(ok=backend.to_device(np.array(step != 2), "gpu"))  # step 2 is skipped on the device
+        return [backend.to_numpy(p.data) for p in params]
+
+    backend.xp_for("gpu")
+    assert kernels.check("adamw_step").ok and kernels.check("sgd_step").ok
+    ran.clear()  # the self-checks' launches
+    fused = stepped()
+    assert len(ran) == 2 * 3  # two groups, one launch each, from the second step on (the first makes the state)
+    kernels.disable()
+    try:
+        plain = stepped()
+    finally:
+        kernels.enable()
+    for a, b in zip(fused, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

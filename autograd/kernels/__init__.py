@@ -6,4 +6,4 @@ None, so the caller keeps its own CuPy/NumPy path. The registry is in registry.p
 module per kernel family holds its CUDA source, launchers, twins and self-check inputs.
 """
 from . import cross_entropy, dropout, gelu, layer_norm, optim, softmax  # noqa: F401  (they register)
-from .registry import KERNELS, TOLERANCES, Kernel, Source, Verdict, check, get, reset  # noqa: F401
+from .registry import KERNELS, TOLERANCES, Kernel, Source, Verdict, check, disable, enable, get, reset  # noqa: F401

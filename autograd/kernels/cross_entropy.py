@@ -8,7 +8,7 @@ The kernel writes each row's loss and lse (float32); the reduction (mean over th
 counted rows, or sum) is the caller's, one more launch. Backward: dz = g_r (softmax(z) - q)
 with softmax(z) = exp(z - lse), 0 on ignored rows; g is one value per row or a single
 value for every row (the caller folds in "mean"'s 1/count). Soft targets (mixup) stay on
-the CuPy path. Twins: CrossEntropy.forward / backward of ops/fused.py, reduction "none".
+the CuPy path. Twins: cross_entropy_xp / cross_entropy_xp_backward of ops/fused.py, reduction "none".
 """
 from __future__ import annotations
 
@@ -52,17 +52,15 @@ extern "C" __global__ void NAME(cross_entropy_backward)(const float* g, long lon
 
 def cross_entropy_forward(logits, labels, label_smoothing=0.0, ignore_index=-100):
     """(loss per row, logsumexp per row) of logits ``(M, C)`` against integer labels ``(M,)``; the twin."""
-    losses, cache = fused.CrossEntropy.forward(logits, labels, label_smoothing=label_smoothing,
-                                               ignore_index=ignore_index, reduction="none")
+    losses, cache = fused.cross_entropy_xp(logits, labels, label_smoothing, ignore_index, "none")
     logp = cache[0]
     return losses, logits[:, 0] - logp[:, 0]
 
 
 def cross_entropy_backward(g, logits, lse, labels, label_smoothing=0.0, ignore_index=-100):
     """The gradient for the logits given g per row ``(M,)`` or one g for all rows; the twin (it remakes lse)."""
-    _, cache = fused.CrossEntropy.forward(logits, labels, label_smoothing=label_smoothing,
-                                          ignore_index=ignore_index, reduction="none")
-    return fused.CrossEntropy.backward(g, cache)[0]
+    _, cache = fused.cross_entropy_xp(logits, labels, label_smoothing, ignore_index, "none")
+    return fused.cross_entropy_xp_backward(g, cache)
 
 
 def _launch_forward(function, logits, labels, label_smoothing=0.0, ignore_index=-100):

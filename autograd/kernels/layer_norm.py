@@ -76,22 +76,27 @@ extern "C" __global__ void NAME(layer_norm_backward_dwdb)(const scalar_t* g, con
 
 
 def layer_norm_forward(x, weight, bias, eps=1e-6):
-    """(out, mean, rstd) of layer norm over the last axis, mean and rstd one per row ``(M,)``; the twin."""
-    out, cache = fused.LayerNorm.forward(x, weight, bias, eps=eps, has_weight=True, has_bias=True,
-                                         needs_input_grad=(True, True, True))
-    _, mean, rstd = cache[:3]
-    return out, mean[:, 0], rstd[:, 0]
+    """(out, mean, rstd) of layer norm over the last axis, mean and rstd one per row ``(M,)``; the twin.
+
+    The op's GPU fallback (ops/fused.py), which runs on either device and never asks for
+    a kernel, in float32 at least, as the kernel computes (a float16 sum over rows
+    rounds at every step).
+    """
+    d, work = x.shape[-1], np.promote_types(x.dtype, np.float32)
+    mean, xh, rstd = fused.layer_norm_rows(x.reshape(-1, d).astype(work), eps)
+    out = xh * weight
+    out += bias
+    return out.astype(x.dtype).reshape(x.shape), mean[:, 0], rstd[:, 0]
 
 
 def layer_norm_backward(g, x, mean, rstd, weight):
-    """(dx, dweight, dbias) of layer norm from the forward's mean and rstd; the twin.
-
-    The cache is LayerNorm's own: (rows of x, mean, rstd, weight, has_bias, needs).
-    """
-    d = x.shape[-1]
-    cache = (x.reshape(-1, d), mean[:, None].astype(x.dtype), rstd[:, None].astype(x.dtype), weight, True,
-             (True, True, True))
-    return fused.LayerNorm.backward(g, cache)
+    """(dx, dweight, dbias) of layer norm from the forward's mean and rstd; the twin (the op's GPU fallback),
+    in float32 at least."""
+    d, work = x.shape[-1], np.promote_types(x.dtype, np.float32)
+    xh = fused.layer_norm_xhat(x.reshape(-1, d).astype(work), mean, rstd)
+    grads = fused._layer_norm_whole_backward(g.reshape(-1, d).astype(work), xh, rstd[:, None].astype(work),
+                                             weight.astype(work), True, (True, True, True), x.shape)
+    return tuple(a.astype(x.dtype) for a in grads)
 
 
 def _launch_forward(function, x, weight, bias, eps=1e-6):

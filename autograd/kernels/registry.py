@@ -129,6 +129,7 @@ class Kernel:
 
 KERNELS: dict = {}
 _verdicts: dict = {}  # name -> Verdict, the self-check's result, once per process
+_switch = {"on": True}  # off (``disable``): every op takes its own CuPy path, as before the kernels
 
 
 @dataclass(frozen=True)
@@ -249,15 +250,26 @@ def _fail(verdict: Verdict) -> Verdict:
 def get(name: str, dtype=np.float32):
     """The fused kernel ``name`` for arrays of ``dtype`` if it may be used, else None (the caller's own path).
 
-    None on the CPU, for a dtype the source is not instantiated for, and when the
-    kernel's self-check failed; the first call on a GPU runs that check.
+    None on the CPU, while the kernels are switched off (``disable``), for a dtype the
+    source is not instantiated for, and when the kernel's self-check failed; the first
+    call on a GPU runs that check.
     """
     kernel, cupy = KERNELS[name], _cupy()
-    if cupy is None or np.dtype(dtype).name not in kernel.dtypes:
+    if cupy is None or not _switch["on"] or np.dtype(dtype).name not in kernel.dtypes:
         return None
     if not check(name).ok:
         return None
     return _callable(kernel, cupy)
+
+
+def disable() -> None:
+    """Switch every kernel off: ``get`` answers None, so each op runs its CuPy path (to measure or test that path)."""
+    _switch["on"] = False
+
+
+def enable() -> None:
+    """Switch the kernels back on (the default): ``get`` hands out each kernel whose self-check passes."""
+    _switch["on"] = True
 
 
 def reset() -> None:

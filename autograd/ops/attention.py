@@ -4,12 +4,14 @@ One Function for the whole block keeps just the softmax weights, the output and 
 dropout mask for the backward, instead of every intermediate a composition of
 matmul, softmax and dropout would record, and its backward is five matrix products.
 The batch dims (batch, heads, ...) ride along in NumPy's batched matmul, which hands
-every (N, d) slice to BLAS.
+every (N, d) slice to BLAS. On a GPU the scaled, biased softmax and its backward are
+the softmax kernels of autograd/kernels when ``kernels.get`` hands them out.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..backend import get_array_module
 from ..engine import Function
 from ..tensor import Tensor, as_tensor_like
@@ -38,27 +40,42 @@ class ScaledDotProductAttention(Function):
         #   dq = dS k scale,   dk = dS^T q scale,   dbias = dS summed to the bias's shape.
         # rowsum(dP * P) = rowsum(dPd * Pd) = sum_j Pd_ij (dO_i . V_j) = dO_i . O_i, so it
         # is taken from the (Nq, dv) arrays instead of the (Nq, Nk) ones (FlashAttention's D).
+        # On a GPU the softmax kernel makes dS from dP and P in one launch, taking the row
+        # sum from them; folding the scale in too when no bias gradient needs dS unscaled.
         q, k, v, p, out, keep, drop_scale, scale, bias_shape, has_bias = cache
         pd = p if keep is None else _drop(p, keep, drop_scale)
         dv = pd.swapaxes(-1, -2) @ g  # (..., Nk, dv)
         ds = g @ v.swapaxes(-1, -2)  # dPd, (..., Nq, Nk)
         if keep is not None:
             ds = _drop(ds, keep, drop_scale)  # dP
-        ds -= (g * out).sum(axis=-1, keepdims=True)  # (..., Nq, 1) broadcast over keys
-        ds *= p  # dS
+        fused = kernels.get("softmax_backward", p.dtype) if get_array_module(g) is not np else None
+        fold = fused is not None and bias_shape is None  # dS scale at once: no bias gradient wants dS itself
+        if fused is not None:
+            ds = fused(ds, p, scale if fold else 1.0)
+        else:
+            ds -= (g * out).sum(axis=-1, keepdims=True)  # (..., Nq, 1) broadcast over keys
+            ds *= p  # dS
         dq = ds @ k
-        dq *= scale
         dk = ds.swapaxes(-1, -2) @ q  # (..., Nk, d)
-        dk *= scale
+        if not fold:
+            dq *= scale
+            dk *= scale
         if not has_bias:
             return dq, dk, dv
         return dq, dk, dv, None if bias_shape is None else unbroadcast(ds, bias_shape)
 
 
 def _softmax_weights(q, k, bias, scale):
-    """softmax(q k^T * scale + bias) over the keys, arrays in and out, computed in place in one (..., Nq, Nk) array."""
+    """softmax(q k^T * scale + bias) over the keys, arrays in and out, computed in place in one (..., Nq, Nk) array.
+
+    On a GPU, the scale, the bias and the softmax are one kernel when the bias (if any)
+    is one array for every leading index the kernel walks (its trailing axes are the logits').
+    """
     xp = get_array_module(q)
     p = q @ k.swapaxes(-1, -2)  # (..., Nq, Nk)
+    fused = kernels.get("softmax_forward", p.dtype) if xp is not np and _trailing(bias, p.shape) else None
+    if fused is not None:
+        return fused(p, scale, bias)
     p *= scale  # the logits; scaled here rather than in a copy of q that the cache would keep
     if bias is not None:
         p += bias
@@ -66,6 +83,16 @@ def _softmax_weights(q, k, bias, scale):
     xp.exp(p, out=p)
     p /= p.sum(axis=-1, keepdims=True)
     return p
+
+
+def _trailing(bias, shape) -> bool:
+    """Whether ``bias`` is None or, less its leading 1s, the trailing axes of ``shape`` (what the softmax kernel reads)."""
+    if bias is None:
+        return True
+    dims = tuple(bias.shape)
+    while len(dims) > 1 and dims[0] == 1:
+        dims = dims[1:]
+    return dims == tuple(shape[len(shape) - len(dims):])
 
 
 def _drop(a, keep, scale):

@@ -7,6 +7,11 @@ CuPy, keep float32 in float32, and hand matrix products to BLAS (cuBLAS on a GPU
 
 The random ops (dropout, drop-path) draw their mask in the public function and pass
 it to the Function, so the Function itself is a pure function of its inputs.
+
+On a GPU, layer norm, GELU and cross entropy run as the fused kernels of
+autograd/kernels (one launch where CuPy's operations take a dozen) when
+``kernels.get`` hands one out, and otherwise as the whole-array CuPy code below; the
+CPU never asks for a kernel.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import math
 
 import numpy as np
 
+from .. import kernels
 from ..backend import get_array_module
 from ..engine import Function
 from ..tensor import as_tensor_like
@@ -77,7 +83,14 @@ class LayerNorm(Function):
         dim = x.shape[-1]
         x2 = x.reshape(-1, dim)  # (M, D)
         if xp is not np:
-            return _layer_norm_whole(xp, x2, weight, bias, eps, has_bias, needs_input_grad, x.shape)
+            # the kernel reads the weight and bias in x's dtype, and takes both
+            affine_ok = has_weight and has_bias and weight.dtype == bias.dtype == x.dtype
+            fused = kernels.get("layer_norm_forward", x.dtype) if affine_ok else None
+            if fused is None:
+                return _layer_norm_whole(x2, weight, bias, eps, has_bias, needs_input_grad, x.shape)
+            out, mean, rstd = fused(x2, weight, bias, eps)  # mean and rstd (M,) in float32
+            cache = (x2, mean, rstd, weight, has_bias, needs_input_grad) if any(needs_input_grad) else None
+            return out.reshape(x.shape), cache
         out = xp.empty(x2.shape, dtype=x.dtype)
         mean = xp.empty((len(x2), 1), dtype=x.dtype)  # (M, 1)
         rstd = xp.empty((len(x2), 1), dtype=x.dtype)  # (M, 1)
@@ -114,7 +127,7 @@ class LayerNorm(Function):
         dim = g.shape[-1]
         g2 = g.reshape(-1, dim)  # (M, D)
         if xp is not np:
-            return _layer_norm_whole_backward(g2, x2, rstd, weight, has_bias, needs, g.shape)
+            return _layer_norm_gpu_backward(g2, x2, mean, rstd, weight, has_bias, needs, g.shape)
         w_mean = xp.full(dim, 1.0 / dim, dtype=g.dtype) if weight is None else weight / dim
         dx = xp.empty(g2.shape, dtype=g.dtype) if needs[0] else None
         dw = xp.zeros(dim, dtype=g.dtype) if weight is not None and needs[1] else None
@@ -150,24 +163,56 @@ class LayerNorm(Function):
         return tuple(grads)
 
 
-def _layer_norm_whole(xp, x2, weight, bias, eps, has_bias, needs, shape):
-    """LayerNorm's forward on a GPU: whole-array passes, few of them (each pass is a kernel launch).
+def layer_norm_rows(x2, eps):
+    """(mean, xhat, rstd) of the rows of ``x2`` ``(M, D)``, mean and rstd ``(M, 1)``: whole-array passes.
 
-    The blocking of the CPU path buys cache locality a GPU does not need, and its
-    matrix-vector means cost two launches each; here the cache keeps xhat itself
-    (the ``x2`` slot of the cache) so that the backward does not remake it.
+    The GPU fallback's statistics (and the layer-norm kernels' twins): the blocking of
+    the CPU path buys cache locality a GPU does not need, and its matrix-vector means
+    cost two launches each.
     """
+    xp = get_array_module(x2)
     mean = x2.mean(axis=1, keepdims=True)  # (M, 1)
     xh = x2 - mean
     var = xp.square(xh).mean(axis=1, keepdims=True)
     var += eps
     rstd = var ** -0.5  # (M, 1)
     xh *= rstd  # xhat
+    return mean, xh, rstd
+
+
+def _layer_norm_whole(x2, weight, bias, eps, has_bias, needs, shape):
+    """LayerNorm's forward on a GPU without its kernel; the cache keeps xhat itself (the ``x2`` slot, mean None)
+    so that the backward does not remake it."""
+    _, xh, rstd = layer_norm_rows(x2, eps)
     out = xh if weight is None else xh * weight
     if bias is not None:
         out = out + bias
     cache = (xh, None, rstd, weight, has_bias, needs) if any(needs) else None
     return out.reshape(shape), cache
+
+
+def _layer_norm_gpu_backward(g2, x2, mean, rstd, weight, has_bias, needs, shape):
+    """LayerNorm's backward on a GPU: the kernel's when the forward's was (mean saved), else whole arrays.
+
+    The kernel gives all three gradients in two launches whichever are needed; should
+    its self-check have failed where the forward's passed, xhat is remade from the
+    kernel forward's mean and rstd.
+    """
+    if mean is None:  # the CuPy forward: x2 is xhat
+        return _layer_norm_whole_backward(g2, x2, rstd, weight, has_bias, needs, shape)
+    fused = kernels.get("layer_norm_backward", g2.dtype)
+    if fused is not None:
+        dx, dw, db = fused(g2, x2, mean, rstd, weight)
+        return dx.reshape(shape) if needs[0] else None, dw if needs[1] else None, db if needs[2] else None
+    xh = layer_norm_xhat(x2, mean, rstd)
+    return _layer_norm_whole_backward(g2, xh, rstd.astype(x2.dtype)[:, None], weight, has_bias, needs, shape)
+
+
+def layer_norm_xhat(x2, mean, rstd):
+    """xhat = (x - mean) rstd of the rows ``(M, D)`` from the per-row mean and rstd ``(M,)`` (float32) of the kernel."""
+    xh = x2 - mean.astype(x2.dtype)[:, None]
+    xh *= rstd.astype(x2.dtype)[:, None]
+    return xh
 
 
 def _layer_norm_whole_backward(g2, xh, rstd, weight, has_bias, needs, shape):
@@ -199,21 +244,38 @@ class Gelu(Function):
 
     @staticmethod
     def forward(x, approximate="none", needs_input_grad=(False,)):
-        # Block by block, so that the two dozen passes of erf (or tanh's few) and the
-        # derivative run in cache; the derivative is made here, from the same Phi or
-        # tanh, and cached instead of x, so the backward is one product.
-        xp = get_array_module(x)
-        flat = xp.ascontiguousarray(x).reshape(-1)
-        out = xp.empty_like(flat)
-        slope = xp.empty_like(flat) if needs_input_grad[0] else None
-        block = _gelu_tanh_block if approximate == "tanh" else _gelu_erf_block
-        for b in blocks(flat.size, 1, xp):
-            block(xp, flat[b], out[b], None if slope is None else slope[b])
-        return out.reshape(x.shape), slope
+        # On a GPU with the kernels, one launch each way: the backward remakes the
+        # derivative from x (the op's input, alive anyway), so the cache is x.
+        # Otherwise the derivative is made here and cached instead of x.
+        if get_array_module(x) is not np:
+            fused = kernels.get("gelu_forward", x.dtype)
+            if fused is not None:
+                return fused(x, approximate), (None, x, approximate) if needs_input_grad[0] else None
+        out, slope = gelu_values(x, approximate, needs_input_grad[0])
+        return out, (slope, None, approximate)
 
     @staticmethod
-    def backward(g, slope):
+    def backward(g, cache):
+        slope, x, approximate = cache
+        if slope is None:  # the kernel's forward
+            fused = kernels.get("gelu_backward", x.dtype)
+            if fused is not None:
+                return fused(g, x, approximate)
+            slope = gelu_values(x, approximate, True)[1]
         return g * slope.reshape(g.shape)
+
+
+def gelu_values(x, approximate, with_slope):
+    """(GELU(x), its derivative or None), computed block by block so that erf's two dozen passes (or tanh's
+    few) and the derivative run in cache; the NumPy/CuPy path, and the GELU kernels' twin."""
+    xp = get_array_module(x)
+    flat = xp.ascontiguousarray(x).reshape(-1)
+    out = xp.empty_like(flat)
+    slope = xp.empty_like(flat) if with_slope else None
+    block = _gelu_tanh_block if approximate == "tanh" else _gelu_erf_block
+    for b in blocks(flat.size, 1, xp):
+        block(xp, flat[b], out[b], None if slope is None else slope[b])
+    return out.reshape(x.shape), slope
 
 
 def gelu(x, approximate="none"):
@@ -309,53 +371,101 @@ def log_softmax(x, axis=-1):
 class CrossEntropy(Function):
     @staticmethod
     def forward(logits, target, label_smoothing=0.0, ignore_index=-100, reduction="mean"):
-        xp = get_array_module(logits)
-        n_class = logits.shape[-1]
-        eps = label_smoothing
-        logp = logits.reshape(-1, n_class)  # (M, C): every leading position is a sample
-        logp = logp - logp.max(axis=1, keepdims=True)
-        logp -= xp.log(xp.exp(logp).sum(axis=1, keepdims=True))  # log_softmax
-        if target.dtype.kind == "f":  # soft targets (mixup, cutmix): a distribution per row
-            q = target.reshape(-1, n_class).astype(logp.dtype, copy=False)  # (M, C)
-            if eps:
-                q = q * (1 - eps) + eps / n_class
-            losses = -(q * logp).sum(axis=1)  # (M,)
-            weight = xp.ones(len(logp), dtype=logp.dtype)
-            labels = None
-        else:  # integer labels: q = (1 - eps) onehot(label) + eps / C, never built
-            labels = target.reshape(-1)  # (M,)
-            counted = labels != ignore_index
-            labels = xp.where(counted, labels, 0)  # any valid index; the row's weight is 0
-            losses = xp.take_along_axis(logp, labels[:, None], axis=1)[:, 0]  # (M,)
-            losses *= -(1 - eps)
-            if eps:
-                losses -= eps / n_class * logp.sum(axis=1)
-            weight = counted.astype(logp.dtype)
-            q = None
-        if reduction == "mean":  # over the counted rows; none counted gives 0, not 0/0
-            weight /= xp.maximum(weight.sum(), 1)
-        losses *= weight
-        out = losses.reshape(logits.shape[:-1]) if reduction == "none" else losses.sum()
-        return out, (logp, q, labels, weight, eps, reduction, logits.shape)
+        # On a GPU, integer labels go to the cross-entropy kernel: each row's loss and
+        # logsumexp in one launch, the reduction a few more; soft targets stay on CuPy.
+        if get_array_module(logits) is not np and target.dtype.kind != "f":
+            fused = kernels.get("cross_entropy_forward", logits.dtype)
+            if fused is not None:
+                return _cross_entropy_fused(fused, logits, target, label_smoothing, ignore_index, reduction)
+        out, cache = cross_entropy_xp(logits, target, label_smoothing, ignore_index, reduction)
+        return out, (False, cache)
 
     @staticmethod
     def backward(g, cache):
-        # loss_r = -sum_c q_c log softmax(z)_c  =>  dloss_r/dz = softmax(z) sum_c q_c - q,
-        # which is softmax - q for a distribution q; each row is scaled by its weight
-        # (0 for ignored rows, 1/count for "mean") and by its upstream gradient.
-        logp, q, labels, weight, eps, reduction, shape = cache
-        xp = get_array_module(g)
-        dz = xp.exp(logp)  # softmax, (M, C)
-        if q is not None:
-            dz *= q.sum(axis=1, keepdims=True)
-            dz -= q
-        else:
-            dz[xp.arange(len(labels)), labels] -= 1 - eps
-            if eps:
-                dz -= eps / shape[-1]
-        row = weight * (g.reshape(-1) if reduction == "none" else g)  # (M,)
-        dz *= row[:, None]
-        return dz.reshape(shape), None  # the targets are constants
+        fused, cache = cache
+        if fused:
+            return _cross_entropy_fused_backward(g, cache), None
+        return cross_entropy_xp_backward(g, cache), None  # the targets are constants
+
+
+def cross_entropy_xp(logits, target, label_smoothing, ignore_index, reduction):
+    """(loss, cache) of cross entropy in NumPy/CuPy operations: the CPU's path, and the kernels' twin."""
+    xp = get_array_module(logits)
+    n_class = logits.shape[-1]
+    eps = label_smoothing
+    logp = logits.reshape(-1, n_class)  # (M, C): every leading position is a sample
+    logp = logp - logp.max(axis=1, keepdims=True)
+    logp -= xp.log(xp.exp(logp).sum(axis=1, keepdims=True))  # log_softmax
+    if target.dtype.kind == "f":  # soft targets (mixup, cutmix): a distribution per row
+        q = target.reshape(-1, n_class).astype(logp.dtype, copy=False)  # (M, C)
+        if eps:
+            q = q * (1 - eps) + eps / n_class
+        losses = -(q * logp).sum(axis=1)  # (M,)
+        weight = xp.ones(len(logp), dtype=logp.dtype)
+        labels = None
+    else:  # integer labels: q = (1 - eps) onehot(label) + eps / C, never built
+        labels = target.reshape(-1)  # (M,)
+        counted = labels != ignore_index
+        labels = xp.where(counted, labels, 0)  # any valid index; the row's weight is 0
+        losses = xp.take_along_axis(logp, labels[:, None], axis=1)[:, 0]  # (M,)
+        losses *= -(1 - eps)
+        if eps:
+            losses -= eps / n_class * logp.sum(axis=1)
+        weight = counted.astype(logp.dtype)
+        q = None
+    if reduction == "mean":  # over the counted rows; none counted gives 0, not 0/0
+        weight /= xp.maximum(weight.sum(), 1)
+    losses *= weight
+    out = losses.reshape(logits.shape[:-1]) if reduction == "none" else losses.sum()
+    return out, (logp, q, labels, weight, eps, reduction, logits.shape)
+
+
+def cross_entropy_xp_backward(g, cache):
+    """The logits' gradient from ``cross_entropy_xp``'s cache."""
+    # loss_r = -sum_c q_c log softmax(z)_c  =>  dloss_r/dz = softmax(z) sum_c q_c - q,
+    # which is softmax - q for a distribution q; each row is scaled by its weight
+    # (0 for ignored rows, 1/count for "mean") and by its upstream gradient.
+    logp, q, labels, weight, eps, reduction, shape = cache
+    xp = get_array_module(g)
+    dz = xp.exp(logp)  # softmax, (M, C)
+    if q is not None:
+        dz *= q.sum(axis=1, keepdims=True)
+        dz -= q
+    else:
+        dz[xp.arange(len(labels)), labels] -= 1 - eps
+        if eps:
+            dz -= eps / shape[-1]
+    row = weight * (g.reshape(-1) if reduction == "none" else g)  # (M,)
+    dz *= row[:, None]
+    return dz.reshape(shape)
+
+
+def _cross_entropy_fused(fused, logits, target, eps, ignore_index, reduction):
+    """CrossEntropy.forward by the kernel: per-row losses (0 where ignored) and logsumexp, then the reduction."""
+    xp = get_array_module(logits)
+    logits2, labels = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)
+    losses, lse = fused(logits2, labels, eps, ignore_index)  # float32, (M,)
+    count = None
+    if reduction == "none":
+        out = losses.reshape(logits.shape[:-1])
+    elif reduction == "sum":
+        out = losses.sum()
+    else:  # the mean over the counted rows; none counted gives 0, not 0/0
+        count = xp.maximum((labels != ignore_index).sum(dtype=np.float32), 1)
+        out = losses.sum() / count
+    return out.astype(logits.dtype, copy=False), (True, (logits2, lse, labels, count, eps, ignore_index, reduction,
+                                                        logits.shape))
+
+
+def _cross_entropy_fused_backward(g, cache):
+    """The logits' gradient by the kernel: dz = g_r (softmax(z) - q), g_r g per row ("none"), g, or g / count."""
+    logits2, lse, labels, count, eps, ignore_index, reduction, shape = cache
+    rows = g.reshape(-1) if reduction == "none" else g if count is None else g / count
+    fused = kernels.get("cross_entropy_backward", logits2.dtype)
+    if fused is not None:
+        return fused(rows, logits2, lse, labels, eps, ignore_index).reshape(shape)
+    _, cache = cross_entropy_xp(logits2, labels, eps, ignore_index, "none")
+    return cross_entropy_xp_backward(rows.astype(logits2.dtype, copy=False), cache).reshape(shape)
 
 
 def cross_entropy(logits, target, label_smoothing=0.0, ignore_index=-100, reduction="mean"):
