@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -177,7 +178,10 @@ def main(argv=None) -> int:
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     try:
-        with interrupts.handle_signals():
+        # Under MPI with several processes SIGTERM is the launcher aborting the job (a peer
+        # failed): holding it to a step boundary would wait on a collective that never ends.
+        signals = (signal.SIGINT, signal.SIGTERM) if comm.world_size == 1 else (signal.SIGINT,)
+        with interrupts.handle_signals(signals):
             return _run(args, comm)
     except (recipes.TrainError, DataError, DeviceError, distributed.DistributedError) as e:
         return _fail(comm, EXIT_USER_ERROR, f"train.py: error: {e}")

@@ -40,15 +40,15 @@ def _on_signal(signum, frame):
 
 
 @contextmanager
-def handle_signals():
-    """Within the block SIGINT and SIGTERM raise ``Interrupted``; the old handlers come back after it.
+def handle_signals(signals=tuple(EXIT_CODES)):
+    """Within the block ``signals`` (SIGINT and SIGTERM) raise ``Interrupted``; the old handlers come back after it.
 
     Outside the main thread (where Python cannot install handlers) the block runs unchanged.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _on_signal) for s in EXIT_CODES}
+    previous = {s: signal.signal(s, _on_signal) for s in signals}
     try:
         yield
     finally:
