@@ -161,7 +161,7 @@ def test_a_steady_state_step_never_syncs_and_keeps_to_the_launch_budget(gpu, ran
     # them all, so the augmentation is counted again on a batch of the recipe's size.
     x = gpu.asarray(np.random.default_rng(0).integers(0, 256, (RECIPE_BATCH, 3, 32, 32), dtype=np.uint8))
     if rand_ops:
-        _, colour = augment._rand_augment_plan(seed_generator(0, "augment"), *x.shape, 2, 9.0, augment.RAND_AUGMENT_OPS)
+        _, _, colour = augment._rand_augment_plan(seed_generator(0, "augment"), *x.shape, 2, 9.0, augment.RAND_AUGMENT_OPS)
         assert len(colour) == 7  # every colour op has images (and so do the geometric ones)
     gpu.meter.reset()
     trainer.augment(x, gpu.arange(RECIPE_BATCH) % 10, seed_generator(0, "augment"))

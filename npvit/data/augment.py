@@ -28,6 +28,7 @@ from .core import array_module
 RAND_AUGMENT_OPS = ("identity", "autocontrast", "brightness", "color", "contrast", "sharpness", "posterize",
                     "solarize", "rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 _GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+GREY = 128.0  # what RandAugment's geometric ops fill uncovered pixels with
 
 
 def _uniform(gen, shape, low=0.0, high=1.0):
@@ -51,7 +52,7 @@ def _send(xp, *plans):
     if xp is np:
         return plans
     parts, offset = [], 0
-    layout = []  # per plan: {key: (offset, dtype, shape)}
+    layout = []  # per plan: {key: (byte offset, dtype, shape, bytes)}
     for plan in plans:
         where = {}
         for key, a in plan.items():
@@ -358,7 +359,7 @@ def _affine(x, plan, fill):
     return part[:, :, 0] + part[:, :, 1] + part[:, :, 2] + part[:, :, 3]
 
 
-def affine(x, matrix, fill: float = 128.0):
+def affine(x, matrix, fill: float = GREY):
     """Resample each image through its own affine map, bilinearly; outside pixels get ``fill``.
 
     ``matrix`` (B, 2, 3) maps an output pixel's (col, row), taken from the image centre,
@@ -394,8 +395,9 @@ def affine_matrix(rotate=None, shear_x=None, shear_y=None, translate_x=None, tra
 def _rand_augment_plan(gen, B, C, H, W, num_ops, magnitude, ops):
     """Draw each image's ops and signs; group the images by colour op and compose the geometric ones.
 
-    Returns the plan and the colour ops to run, in the order of ``ops``: each op's
-    images and parameter go in the plan under ``"<op>"`` and ``"<op>:param"``.
+    Returns the plan, the affine plan of the images that move (``_affine_plan``; empty if
+    none does) and the colour ops to run, in the order of ``ops``: each op's images and
+    parameter go in the plan under ``"<op>"`` and ``"<op>:param"``.
     """
     unknown = sorted(set(ops) - set(RAND_AUGMENT_OPS))
     if unknown:
@@ -424,31 +426,34 @@ def _rand_augment_plan(gen, B, C, H, W, num_ops, magnitude, ops):
     moved = np.zeros(B, dtype=bool)
     for v in geometric.values():
         moved |= v != 0
-    if moved.any():  # (an empty array would be sent for nothing)
-        plan["moved"] = np.flatnonzero(moved)
-        matrix = affine_matrix(**{op: v[moved] for op, v in geometric.items()}, batch=len(plan["moved"]))
-        plan.update({"affine:" + key: a for key, a in _affine_plan(matrix, C, H, W).items()})
-    return plan, colour
+    if not moved.any():
+        return plan, {}, colour
+    plan["moved"] = np.flatnonzero(moved)
+    matrix = affine_matrix(**{op: v[moved] for op, v in geometric.items()}, batch=len(plan["moved"]))
+    return plan, _affine_plan(matrix, C, H, W), colour
 
 
 _COLOUR_OPS = {"autocontrast": lambda x, _: autocontrast(x), "brightness": brightness, "color": color,
                "contrast": contrast, "sharpness": sharpness, "posterize": posterize, "solarize": solarize}
 
 
-def _rand_augment(x, plan, colour, fill):
-    """Run a RandAugment plan: each colour op on its images (gather, op, scatter), then one affine resampling."""
+def _rand_augment(x, plan, warp, colour, fill):
+    """Run a RandAugment plan: each colour op on its images (gather, op, scatter), then one affine resampling.
+
+    Every op works image by image, so running it on the images that drew it gives them
+    the same values, bit for bit, as running it on the whole batch and keeping theirs.
+    """
     xp = array_module(x)
-    x = x.astype(xp.float32)
+    x = x.astype(xp.float32)  # a copy: the ops write into it
     for op in colour:
         images = plan[op]
         x[images] = xp.clip(_COLOUR_OPS[op](x[images], plan.get(op + ":param")), 0.0, 255.0)
-    if "moved" in plan:
-        affine_plan = {key[len("affine:"):]: a for key, a in plan.items() if key.startswith("affine:")}
-        x[plan["moved"]] = _affine(x[plan["moved"]], affine_plan, fill)
+    if warp:
+        x[plan["moved"]] = _affine(x[plan["moved"]], warp, fill)
     return xp.clip(x, 0.0, 255.0)
 
 
-def rand_augment(x, gen, num_ops: int = 2, magnitude: float = 9.0, ops=RAND_AUGMENT_OPS, fill: float = 128.0):
+def rand_augment(x, gen, num_ops: int = 2, magnitude: float = 9.0, ops=RAND_AUGMENT_OPS, fill: float = GREY):
     """RandAugment (Cubuk et al. 2019): each image gets ``num_ops`` ops drawn from ``ops``.
 
     ``magnitude`` on the paper's 0..10 scale sets every op's strength (rotate up to 30
@@ -458,9 +463,8 @@ def rand_augment(x, gen, num_ops: int = 2, magnitude: float = 9.0, ops=RAND_AUGM
     affine resampling composes all geometric ops of the images that drew any. Returns
     float32 on [0, 255].
     """
-    plan, colour = _rand_augment_plan(gen, *x.shape, num_ops, magnitude, ops)
-    (plan,) = _send(array_module(x), plan)
-    return _rand_augment(x, plan, colour, fill)
+    plan, warp, colour = _rand_augment_plan(gen, *x.shape, num_ops, magnitude, ops)
+    return _rand_augment(x, *_send(array_module(x), plan, warp), colour, fill)
 
 
 @dataclass
@@ -498,17 +502,17 @@ class Augment:
         window = _crop_plan(gen, B, C, H, W, self.crop_padding, None) if self.crop_padding else _window_plan(B, C, H, W)
         if self.flip:
             window = _flip_plan(gen, window, 0.5)
-        rand, colour = (_rand_augment_plan(gen, B, C, H, W, self.rand_ops, self.rand_magnitude, RAND_AUGMENT_OPS)
-                        if self.rand_ops else ({}, []))
+        rand, warp, colour = (_rand_augment_plan(gen, B, C, H, W, self.rand_ops, self.rand_magnitude, RAND_AUGMENT_OPS)
+                              if self.rand_ops else ({}, {}, []))
         size = (H, W) if self.image_size is None else (self.image_size,) * 2
         scale = _resize_plan(x.shape, size) if size != (H, W) else {}
         erasing = _erasing_plan(gen, B, C, *size, self.erase_prob) if self.erase_prob else {}
         stats = {"mean": np.asarray(self.mean, np.float32), "std": np.asarray(self.std, np.float32)}
-        window, rand, scale, erasing, stats = _send(xp, window, rand, scale, erasing, stats)
+        window, rand, warp, scale, erasing, stats = _send(xp, window, rand, warp, scale, erasing, stats)
         if self.crop_padding or self.flip:
             x = _window(x, window, self.crop_padding)
         if self.rand_ops:
-            x = _rand_augment(x, rand, colour, 128.0)
+            x = _rand_augment(x, rand, warp, colour, GREY)
         x = x.astype(xp.float32, copy=False)
         if scale:
             x = _resize(x, scale)
