@@ -171,7 +171,7 @@ def normalize(x, mean, std):
     xp = array_module(x)
     m = xp.asarray(mean, dtype=xp.float32).reshape(-1, 1, 1)  # (C, 1, 1)
     s = xp.asarray(std, dtype=xp.float32).reshape(-1, 1, 1)
-    return (x.astype(xp.float32) * xp.float32(1 / 255) - m) / s
+    return (x.astype(xp.float32, copy=False) * xp.float32(1 / 255) - m) / s
 
 
 def one_hot(y, num_classes: int, smoothing: float = 0.0):
@@ -499,9 +499,9 @@ class Augment:
         """
         xp = array_module(x)
         B, C, H, W = x.shape
-        window = _crop_plan(gen, B, C, H, W, self.crop_padding, None) if self.crop_padding else _window_plan(B, C, H, W)
+        window = _crop_plan(gen, B, C, H, W, self.crop_padding, None) if self.crop_padding else {}
         if self.flip:
-            window = _flip_plan(gen, window, 0.5)
+            window = _flip_plan(gen, window or _window_plan(B, C, H, W), 0.5)
         rand, warp, colour = (_rand_augment_plan(gen, B, C, H, W, self.rand_ops, self.rand_magnitude, RAND_AUGMENT_OPS)
                               if self.rand_ops else ({}, {}, []))
         size = (H, W) if self.image_size is None else (self.image_size,) * 2
@@ -509,13 +509,12 @@ class Augment:
         erasing = _erasing_plan(gen, B, C, *size, self.erase_prob) if self.erase_prob else {}
         stats = {"mean": np.asarray(self.mean, np.float32), "std": np.asarray(self.std, np.float32)}
         window, rand, warp, scale, erasing, stats = _send(xp, window, rand, warp, scale, erasing, stats)
-        if self.crop_padding or self.flip:
+        if window:
             x = _window(x, window, self.crop_padding)
         if self.rand_ops:
             x = _rand_augment(x, rand, warp, colour, GREY)
-        x = x.astype(xp.float32, copy=False)
         if scale:
-            x = _resize(x, scale)
+            x = _resize(x.astype(xp.float32, copy=False), scale)
         x = normalize(x, stats["mean"], stats["std"])
         if self.erase_prob:
             x = _erase(x, erasing)
