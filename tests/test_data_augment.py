@@ -1,4 +1,6 @@
 """Batch augmentation: shapes, dtypes, determinism, and the exact values of simple cases."""
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -178,3 +180,20 @@ def test_rand_augment_magnitude_zero_is_identity_and_unknown_ops_are_refused():
     np.testing.assert_allclose(rand_augment(x, seed_generator(6), 3, magnitude=0, ops=keep), x, atol=1e-3)
     with pytest.raises(ValueError, match="unknown RandAugment"):
         rand_augment(x, seed_generator(6), ops=("equalize",))
+
+
+def test_on_the_device_stand_in_augmentation_gives_the_hosts_images_in_one_upload(monkeypatch):
+    import fakecupy as cupy
+
+    monkeypatch.setitem(sys.modules, "cupy", cupy)  # so array_module sees the stand-in's arrays, in this test only
+    x, y = _batch(b=40), np.arange(40) % 10
+    x_dev, y_dev = cupy.asarray(x), cupy.asarray(y)
+    aug = Augment((0.5,) * 3, (0.25,) * 3, 10, image_size=12, crop_padding=2, flip=True, rand_ops=2,
+                  erase_prob=0.5, label_smoothing=0.1, mixup_alpha=0.8, cutmix_alpha=1.0)
+    for batch in range(4):  # mixup and cutmix both come up
+        host = aug(x, y, seed_generator(7, "augment", batch))
+        cupy.meter.reset()
+        device = aug(x_dev, y_dev, seed_generator(7, "augment", batch))
+        assert sum(cupy.meter.syncs.values()) == 0 and sum(cupy.meter.uploads.values()) == 1
+        for h, d in zip(host, device):
+            np.testing.assert_array_equal(cupy.asnumpy(d), h)

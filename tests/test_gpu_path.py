@@ -19,6 +19,7 @@ from npvit import analyze, bench
 from npvit import recipes
 from npvit import trainer as T
 from npvit.cli import main
+from npvit.data import augment, seed_generator
 
 # the trainer's TINY of test_train.py, smaller still: 2 steps an epoch
 TINY = ["--dataset", "synthetic", "--model", "vit_cifar_tiny", "--embed-dim", "16", "--depth", "2",
@@ -131,7 +132,10 @@ def test_analyze_and_bench_run_on_the_device(gpu, tmp_path, capsys):
 
 LAUNCH_BUDGET = 1200  # issue 14: per steady-state step of vit_cifar_tiny, CuPy's own operations only
 KERNEL_LAUNCH_BUDGET = 480  # issue 15: with the fused kernels of autograd/kernels, each one launch
-RANDAUGMENT_LAUNCHES = 300  # RandAugment's two ops per image (npvit/data/augment.py), on top of the step's
+# RandAugment on the recipe's batch, beyond the crop and flip (113 measured); the kernel
+# budget above is met only without it so far (issue 15 asks for 450 with it).
+RANDAUGMENT_LAUNCHES = 120
+RECIPE_BATCH = 128  # the cifar10 recipe's batch: large enough that every RandAugment op is drawn in a step
 
 
 def _cifar10_trainer(**overrides):
@@ -150,8 +154,12 @@ def without_kernels():
     kernels.enable()
 
 
-@pytest.mark.parametrize("rand_ops, fused", [(0, True), (0, False), (2, True)],
-                         ids=["kernels", "cupy-only", "kernels-randaugment"])
+def _augment_launches(launches):
+    return sum(n for site, n in launches.items() if site.startswith("npvit/data/augment.py"))
+
+
+@pytest.mark.parametrize("rand_ops, fused", [(0, True), (0, False), (2, True), (2, False)],
+                         ids=["kernels", "cupy-only", "kernels-randaugment", "cupy-only-randaugment"])
 def test_a_steady_state_step_never_syncs_and_keeps_to_the_launch_budget(gpu, request, rand_ops, fused):
     if not fused:
         request.getfixturevalue("without_kernels")
@@ -160,11 +168,25 @@ def test_a_steady_state_step_never_syncs_and_keeps_to_the_launch_budget(gpu, req
         gpu.meter.reset()
         trainer.train_step(trainer.loader.batch(0, step, trainer.positions))
     assert sum(gpu.meter.syncs.values()) == 0, gpu.meter.syncs
-    budget = (KERNEL_LAUNCH_BUDGET if fused else LAUNCH_BUDGET) + (RANDAUGMENT_LAUNCHES if rand_ops else 0)
-    assert sum(gpu.meter.launches.values()) <= budget, gpu.meter.launches.most_common(10)
-    optimizer_sites = [s for s in gpu.meter.launches if s.startswith(("autograd/optim.py", "autograd/flat.py"))]
-    optimizer_launches = sum(gpu.meter.launches[s] for s in optimizer_sites)
-    assert optimizer_launches < (15 if fused else 60)  # whole buffers, not once per parameter; one launch a group
+    # the batch's indices and its augmentation plan; with the kernels also each parameter
+    # group's learning rate and step number (4 bytes each, never a read back)
+    groups = len(trainer.optimizer.param_groups)
+    assert sum(gpu.meter.uploads.values()) <= 2 + (2 * groups if fused else 0), gpu.meter.uploads
+    step = gpu.meter.launches.copy()
+    optimizer_sites = [s for s in step if s.startswith(("autograd/optim.py", "autograd/flat.py"))]
+    assert sum(step[s] for s in optimizer_sites) < (15 if fused else 60)  # whole buffers; one kernel a group
+    # The step runs on 2 images, which draw a few RandAugment ops; the recipe's batch draws
+    # them all, so the augmentation is counted again on a batch of the recipe's size.
+    x = gpu.asarray(np.random.default_rng(0).integers(0, 256, (RECIPE_BATCH, 3, 32, 32), dtype=np.uint8))
+    if rand_ops:
+        _, _, colour = augment._rand_augment_plan(seed_generator(0, "augment"), *x.shape, 2, 9.0, augment.RAND_AUGMENT_OPS)
+        assert len(colour) == 7  # every colour op has images (and so do the geometric ones)
+    gpu.meter.reset()
+    trainer.augment(x, gpu.arange(RECIPE_BATCH) % 10, seed_generator(0, "augment"))
+    assert sum(gpu.meter.syncs.values()) == 0 and sum(gpu.meter.uploads.values()) == 1, gpu.meter.uploads
+    total = sum(step.values()) - _augment_launches(step) + _augment_launches(gpu.meter.launches)
+    budget = LAUNCH_BUDGET if not fused else KERNEL_LAUNCH_BUDGET + (RANDAUGMENT_LAUNCHES if rand_ops else 0)
+    assert total <= budget, (total, gpu.meter.launches.most_common(10))
 
 
 def test_the_kernels_train_as_the_cupy_path_does(gpu, monkeypatch):

@@ -2,10 +2,15 @@
 
 Every function takes a batch ``(B, C, H, W)`` on either device and works out the array
 module from it, so the same code runs where the data set lives. Random choices come from
-an explicit generator ``gen``: a ``np.random.Generator`` (its draws are a few numbers per
-example and are moved to the device) or a ``cupy.random.Generator``; only ``random``,
-``standard_normal`` and ``beta``, which both have, are called. The same generator state
-therefore always gives the same batch.
+an explicit host generator ``gen`` (a ``np.random.Generator``, or a ``RowGenerator`` over
+one); only ``random``, ``standard_normal`` and ``beta`` are called, so the same generator
+state always gives the same batch.
+
+Each random transform is split in two: a plan on the host, which draws and works out
+everything that depends on the draws alone (a few numbers per image: crop windows, which
+images take which RandAugment op, affine matrices, erasing boxes), and the per-pixel work
+on the batch's device. A GPU step therefore launches no kernels for bookkeeping, and
+``Augment`` sends all its plans to the device in one copy (``_send``).
 
 Pixel-valued ops take uint8 or float batches on the [0, 255] scale; the geometric index
 ops (crop, flip) keep the dtype, the others return float32. ``normalize`` maps to the
@@ -23,17 +28,43 @@ from .core import array_module
 RAND_AUGMENT_OPS = ("identity", "autocontrast", "brightness", "color", "contrast", "sharpness", "posterize",
                     "solarize", "rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 _GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+GREY = 128.0  # what RandAugment's geometric ops fill uncovered pixels with
 
 
-def _uniform(gen, xp, shape, low=0.0, high=1.0):
-    """Uniform float32 draws on the device of ``xp``."""
-    return xp.asarray(gen.random(shape), dtype=xp.float32) * (high - low) + low
+def _uniform(gen, shape, low=0.0, high=1.0):
+    """Uniform float32 draws on the host."""
+    return np.asarray(gen.random(shape), dtype=np.float32) * (high - low) + low
 
 
-def _randint(gen, xp, shape, high):
-    """Integers in [0, high) on the device of ``xp`` (``high`` may be an array)."""
-    u = xp.asarray(gen.random(shape))
-    return xp.minimum(xp.floor(u * high), xp.asarray(high) - 1).astype(xp.int64)
+def _randint(gen, shape, high):
+    """Integers in [0, high) on the host (``high`` may be an array)."""
+    u = np.asarray(gen.random(shape))
+    return np.minimum(np.floor(u * high), np.asarray(high) - 1).astype(np.int64)
+
+
+def _send(xp, *plans):
+    """Move the host arrays of each plan (a dict) to the device of ``xp`` in one copy.
+
+    Returns the plans with device arrays, each a view of one uploaded byte buffer; every
+    array starts on an 8-byte boundary, so any dtype can be viewed in place. On the CPU
+    the plans come back as they are.
+    """
+    if xp is np:
+        return plans
+    parts, offset = [], 0
+    layout = []  # per plan: {key: (byte offset, dtype, shape, bytes)}
+    for plan in plans:
+        where = {}
+        for key, a in plan.items():
+            a = np.ascontiguousarray(a)
+            raw = a.reshape(-1).view(np.uint8)
+            where[key] = (offset, a.dtype, a.shape, raw.size)
+            parts += [raw, np.zeros(-raw.size % 8, np.uint8)]
+            offset += raw.size + (-raw.size % 8)
+        layout.append(where)
+    buffer = xp.asarray(np.concatenate(parts)) if parts else None
+    return tuple({key: buffer[o:o + n].view(dtype).reshape(shape) for key, (o, dtype, shape, n) in where.items()}
+                 for where in layout)
 
 
 def _per_example(v):
@@ -46,11 +77,44 @@ def hflip(x):
     return x[:, :, :, ::-1]
 
 
+def _window_plan(B, C, H, W):
+    """Index arrays that gather every image unchanged: rows (B, H), cols (B, W), batch and channel."""
+    return {"rows": np.broadcast_to(np.arange(H), (B, H)).copy(), "cols": np.broadcast_to(np.arange(W), (B, W)).copy(),
+            "b": np.arange(B).reshape(-1, 1, 1, 1), "c": np.arange(C).reshape(1, -1, 1, 1)}
+
+
+def _crop_plan(gen, B, C, H, W, padding, size):
+    """Draw the crop windows of a batch padded by ``padding``: a window plan (as ``_window_plan``)."""
+    h, w = (H, W) if size is None else (size, size) if isinstance(size, int) else size
+    if h > H + 2 * padding or w > W + 2 * padding:
+        raise ValueError(f"crop {h}x{w} is larger than the padded image {H + 2 * padding}x{W + 2 * padding}")
+    top = _randint(gen, B, H + 2 * padding - h + 1)  # (B,)
+    left = _randint(gen, B, W + 2 * padding - w + 1)  # (B,)
+    plan = _window_plan(B, C, h, w)
+    plan["rows"] += top[:, None]  # (B, h)
+    plan["cols"] += left[:, None]  # (B, w)
+    return plan
+
+
+def _flip_plan(gen, plan, p):
+    """Mirror the columns of a window plan for each image with probability ``p``."""
+    flip = _uniform(gen, len(plan["cols"])) < p  # (B,)
+    plan["cols"] = np.where(flip[:, None], plan["cols"][:, ::-1], plan["cols"])
+    return plan
+
+
+def _window(x, plan, padding=0, fill=0):
+    """Gather each image's window of ``x`` padded by ``padding`` (value ``fill``): one fancy index."""
+    xp = array_module(x)
+    if padding:
+        x = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=fill)  # (B, C, H+2p, W+2p)
+    return x[plan["b"], plan["c"], plan["rows"][:, None, :, None], plan["cols"][:, None, None, :]]  # (B, C, h, w)
+
+
 def random_flip(x, gen, p: float = 0.5):
     """Mirror each image left to right with probability ``p``."""
-    xp = array_module(x)
-    flip = _uniform(gen, xp, len(x)) < p  # (B,)
-    return xp.where(_per_example(flip), hflip(x), x)
+    (plan,) = _send(array_module(x), _flip_plan(gen, _window_plan(*x.shape), p))
+    return _window(x, plan)
 
 
 def random_crop(x, gen, padding: int = 4, size=None, fill=0):
@@ -59,20 +123,8 @@ def random_crop(x, gen, padding: int = 4, size=None, fill=0):
     ``size`` is an int or (h, w), default the input size; all crops are gathered with one
     fancy index, so there is no loop over the batch.
     """
-    xp = array_module(x)
-    B, C, H, W = x.shape
-    h, w = (H, W) if size is None else (size, size) if isinstance(size, int) else size
-    if padding:
-        x = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=fill)  # (B, C, H+2p, W+2p)
-    if h > x.shape[2] or w > x.shape[3]:
-        raise ValueError(f"crop {h}x{w} is larger than the padded image {x.shape[2]}x{x.shape[3]}")
-    top = _randint(gen, xp, B, x.shape[2] - h + 1)  # (B,)
-    left = _randint(gen, xp, B, x.shape[3] - w + 1)  # (B,)
-    rows = top[:, None] + xp.arange(h)  # (B, h)
-    cols = left[:, None] + xp.arange(w)  # (B, w)
-    b = xp.arange(B)[:, None, None, None]
-    c = xp.arange(C)[None, :, None, None]
-    return x[b, c, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, h, w)
+    (plan,) = _send(array_module(x), _crop_plan(gen, *x.shape, padding, size))
+    return _window(x, plan, padding, fill)
 
 
 def _resize_weights(n_in: int, n_out: int) -> np.ndarray:
@@ -97,10 +149,21 @@ def resize(x, size):
     x = x.astype(xp.float32)
     if (h, w) == x.shape[2:]:
         return x
-    rows = xp.asarray(_resize_weights(x.shape[2], h))  # (h, H)
-    cols = xp.asarray(_resize_weights(x.shape[3], w))  # (w, W)
-    x = xp.matmul(x, cols.T)  # (B, C, H, w)
-    return xp.matmul(rows, x)  # (B, C, h, w)
+    (plan,) = _send(xp, _resize_plan(x.shape, size))
+    return _resize(x, plan)
+
+
+def _resize_plan(shape, size):
+    """The weights of a resize of (B, C, H, W) images to ``size``: rows (h, H) and cols (w, W)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    return {"rows": _resize_weights(shape[2], h), "cols": _resize_weights(shape[3], w)}
+
+
+def _resize(x, plan):
+    """Apply a resize plan to float32 ``x``: two matmuls."""
+    xp = array_module(x)
+    x = xp.matmul(x, plan["cols"].T)  # (B, C, H, w)
+    return xp.matmul(plan["rows"], x)  # (B, C, h, w)
 
 
 def normalize(x, mean, std):
@@ -108,7 +171,7 @@ def normalize(x, mean, std):
     xp = array_module(x)
     m = xp.asarray(mean, dtype=xp.float32).reshape(-1, 1, 1)  # (C, 1, 1)
     s = xp.asarray(std, dtype=xp.float32).reshape(-1, 1, 1)
-    return (x.astype(xp.float32) * xp.float32(1 / 255) - m) / s
+    return (x.astype(xp.float32, copy=False) * xp.float32(1 / 255) - m) / s
 
 
 def one_hot(y, num_classes: int, smoothing: float = 0.0):
@@ -157,27 +220,39 @@ def mix(x, targets, gen, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, pr
     return mixup(x, targets, gen, mixup_alpha)
 
 
-def random_erasing(x, gen, p: float = 0.25, area=(0.02, 1 / 3), ratio=(0.3, 3.3)):
+ERASE_AREA, ERASE_RATIO = (0.02, 1 / 3), (0.3, 3.3)  # random erasing's box: share of the image, aspect
+
+
+def _erasing_plan(gen, B, C, H, W, p, area=ERASE_AREA, ratio=ERASE_RATIO):
+    """Draw which images are erased and their boxes: rows [top, bottom) and cols [left, right), empty when not erased."""
+    erase = _uniform(gen, B) < p  # (B,)
+    target = _uniform(gen, B, *area) * (H * W)  # (B,) box area in pixels
+    aspect = np.exp(_uniform(gen, B, math.log(ratio[0]), math.log(ratio[1])))  # (B,)
+    h = np.clip(np.rint(np.sqrt(target * aspect)), 1, H).astype(np.int64)  # (B,)
+    w = np.clip(np.rint(np.sqrt(target / aspect)), 1, W).astype(np.int64)
+    top, left = _randint(gen, B, H - h + 1), _randint(gen, B, W - w + 1)
+    fill = np.asarray(gen.standard_normal((B, C, 1, 1)), dtype=np.float32)  # (B, C, 1, 1)
+    return {"top": top[:, None, None, None], "bottom": np.where(erase, top + h, top)[:, None, None, None],
+            "left": left[:, None, None, None], "right": (left + w)[:, None, None, None], "fill": fill,
+            "rows": np.arange(H)[:, None], "cols": np.arange(W)}
+
+
+def _erase(x, plan):
+    """Fill each planned box of ``x`` with its colour; float32 out."""
+    xp = array_module(x)
+    inside = ((plan["rows"] >= plan["top"]) & (plan["rows"] < plan["bottom"])
+              & (plan["cols"] >= plan["left"]) & (plan["cols"] < plan["right"]))  # (B, 1, H, W)
+    return xp.where(inside, plan["fill"], x.astype(xp.float32))
+
+
+def random_erasing(x, gen, p: float = 0.25, area=ERASE_AREA, ratio=ERASE_RATIO):
     """With probability ``p`` per image, fill one random box with per-channel normal noise.
 
     Meant for normalised images (where N(0, 1) is a plausible colour). The box has a
     share ``area`` of the image and aspect ``ratio`` (log-uniform), cut to fit.
     """
-    xp = array_module(x)
-    B, C, H, W = x.shape
-    erase = _uniform(gen, xp, B) < p  # (B,)
-    target = _uniform(gen, xp, B, *area) * (H * W)  # (B,) box area in pixels
-    aspect = xp.exp(_uniform(gen, xp, B, math.log(ratio[0]), math.log(ratio[1])))  # (B,)
-    h = xp.clip(xp.rint(xp.sqrt(target * aspect)), 1, H).astype(xp.int64)  # (B,)
-    w = xp.clip(xp.rint(xp.sqrt(target / aspect)), 1, W).astype(xp.int64)
-    top, left = _randint(gen, xp, B, H - h + 1), _randint(gen, xp, B, W - w + 1)
-    fill = xp.asarray(gen.standard_normal((B, C, 1, 1)), dtype=xp.float32)  # (B, C, 1, 1)
-    rows = xp.arange(H)[None, :, None]  # (1, H, 1)
-    cols = xp.arange(W)[None, None, :]  # (1, 1, W)
-    inside = ((rows >= top[:, None, None]) & (rows < (top + h)[:, None, None])
-              & (cols >= left[:, None, None]) & (cols < (left + w)[:, None, None]))  # (B, H, W)
-    mask = (inside & erase[:, None, None])[:, None]  # (B, 1, H, W)
-    return xp.where(mask, fill, x.astype(xp.float32))
+    (plan,) = _send(array_module(x), _erasing_plan(gen, *x.shape, p, area, ratio))
+    return _erase(x, plan)
 
 
 # ---------------------------------------------------------------------------- RandAugment ops
@@ -185,12 +260,14 @@ def random_erasing(x, gen, p: float = 0.25, area=(0.02, 1 / 3), ratio=(0.3, 3.3)
 # definitions of PIL's ImageEnhance / ImageOps, which RandAugment was defined with.
 
 def _grey(x):
-    """Luminance (B, 1, H, W) by ITU-R 601-2 weights, as PIL's convert('L')."""
+    """Luminance (B, 1, H, W) by ITU-R 601-2 weights, as PIL's convert('L').
+
+    Written out channel by channel (the order a sum over the channel axis adds in), so
+    that no weight vector has to be copied to the device.
+    """
     if x.shape[1] == 1:
         return x
-    xp = array_module(x)
-    weights = xp.asarray([0.299, 0.587, 0.114], dtype=xp.float32).reshape(1, 3, 1, 1)
-    return (x * weights).sum(axis=1, keepdims=True)
+    return x[:, 0:1] * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114
 
 
 def _blend(degenerate, x, factor):
@@ -248,33 +325,50 @@ def autocontrast(x):
     return xp.where(flat, x, (x - lo) * scale)
 
 
-def affine(x, matrix, fill: float = 128.0):
+def _affine_plan(matrix, C, H, W):
+    """The sampling constants of ``_affine`` for (n, 2, 3) matrices on (C, H, W) images; coordinate axis is (x, y)."""
+    n = len(matrix)
+    return {"matrix": np.asarray(matrix, dtype=np.float32)[:, :, :, None, None],  # (n, 2, 3, 1, 1)
+            "u": (np.arange(W, dtype=np.float32) - (W - 1) / 2)[None, :],  # (1, W)
+            "v": (np.arange(H, dtype=np.float32) - (H - 1) / 2)[:, None],  # (H, 1)
+            "centre": np.array([(W - 1) / 2, (H - 1) / 2], np.float32)[:, None, None],  # (2, 1, 1)
+            # the four neighbours in the order (dy, dx) = (0, 0), (0, 1), (1, 0), (1, 1)
+            "offset": np.array([[0, 1, 0, 1], [0, 0, 1, 1]], np.float32)[:, :, None, None],  # (2, 4, 1, 1)
+            "far": np.array([[0, 1, 0, 1], [0, 0, 1, 1]], bool)[:, :, None, None],
+            "size": np.array([W, H])[:, None, None, None], "last": np.array([W - 1, H - 1])[:, None, None, None],
+            "b": np.arange(n).reshape(-1, 1, 1, 1, 1), "c": np.arange(C).reshape(1, -1, 1, 1, 1)}
+
+
+def _affine(x, plan, fill):
+    """Bilinear resampling of float32 ``x`` (n, C, H, W) through the matrices of an ``_affine_plan``.
+
+    All four neighbours are gathered with one fancy index; their weighted values are added
+    in the order (0, 0), (0, 1), (1, 0), (1, 1), as a loop over them would.
+    """
+    xp = array_module(x)
+    m = plan["matrix"]
+    src = m[:, :, 0] * plan["u"] + m[:, :, 1] * plan["v"] + m[:, :, 2] + plan["centre"]  # (n, 2, H, W) sampled (x, y)
+    base = xp.floor(src)
+    frac = (src - base)[:, :, None]  # (n, 2, 1, H, W) bilinear fractions
+    corner = (base[:, :, None] + plan["offset"]).astype(xp.int64)  # (n, 2, 4, H, W)
+    valid = ((corner >= 0) & (corner < plan["size"])).all(axis=1)  # (n, 4, H, W)
+    corner = xp.clip(corner, 0, plan["last"])
+    pixels = x[plan["b"], plan["c"], corner[:, 1:2], corner[:, 0:1]]  # (n, C, 4, H, W)
+    weight = xp.where(plan["far"], frac, 1 - frac)  # (n, 2, 4, H, W): f towards the far neighbour, 1 - f the near
+    part = (weight[:, 1] * weight[:, 0])[:, None] * xp.where(valid[:, None], pixels, fill)  # (n, C, 4, H, W)
+    return part[:, :, 0] + part[:, :, 1] + part[:, :, 2] + part[:, :, 3]
+
+
+def affine(x, matrix, fill: float = GREY):
     """Resample each image through its own affine map, bilinearly; outside pixels get ``fill``.
 
     ``matrix`` (B, 2, 3) maps an output pixel's (col, row), taken from the image centre,
-    to the input position it samples: [[a, b, tx], [c, d, ty]]. Returns float32.
+    to the input position it samples: [[a, b, tx], [c, d, ty]]; a host array, like every
+plan. Returns float32.
     """
     xp = array_module(x)
-    B, C, H, W = x.shape
-    x = x.astype(xp.float32)
-    matrix = xp.asarray(matrix, dtype=xp.float32)
-    u = (xp.arange(W, dtype=xp.float32) - (W - 1) / 2)[None, None, :]  # (1, 1, W)
-    v = (xp.arange(H, dtype=xp.float32) - (H - 1) / 2)[None, :, None]  # (1, H, 1)
-    m = matrix[:, :, :, None, None]  # (B, 2, 3, 1, 1)
-    src_x = m[:, 0, 0] * u + m[:, 0, 1] * v + m[:, 0, 2] + (W - 1) / 2  # (B, H, W)
-    src_y = m[:, 1, 0] * u + m[:, 1, 1] * v + m[:, 1, 2] + (H - 1) / 2
-    x0, y0 = xp.floor(src_x), xp.floor(src_y)
-    fx, fy = src_x - x0, src_y - y0  # (B, H, W) bilinear fractions
-    b = xp.arange(B)[:, None, None, None]
-    c = xp.arange(C)[None, :, None, None]
-    out = xp.zeros_like(x)
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            cy, cx = (y0 + dy).astype(xp.int64), (x0 + dx).astype(xp.int64)
-            valid = (cy >= 0) & (cy < H) & (cx >= 0) & (cx < W)  # (B, H, W)
-            pixels = x[b, c, xp.clip(cy, 0, H - 1)[:, None], xp.clip(cx, 0, W - 1)[:, None]]  # (B, C, H, W)
-            out += (wy * wx)[:, None] * xp.where(valid[:, None], pixels, fill)
-    return out
+    (plan,) = _send(xp, _affine_plan(matrix, *x.shape[1:]))
+    return _affine(x.astype(xp.float32), plan, fill)
 
 
 def affine_matrix(rotate=None, shear_x=None, shear_y=None, translate_x=None, translate_y=None, *, batch: int, xp=np):
@@ -298,58 +392,79 @@ def affine_matrix(rotate=None, shear_x=None, shear_y=None, translate_x=None, tra
     return m.astype(xp.float32)
 
 
-def rand_augment(x, gen, num_ops: int = 2, magnitude: float = 9.0, ops=RAND_AUGMENT_OPS, fill: float = 128.0):
-    """RandAugment (Cubuk et al. 2019): each image gets ``num_ops`` ops drawn from ``ops``.
+def _rand_augment_plan(gen, B, C, H, W, num_ops, magnitude, ops):
+    """Draw each image's ops and signs; group the images by colour op and compose the geometric ones.
 
-    ``magnitude`` on the paper's 0..10 scale sets every op's strength (rotate up to 30
-    degrees, shear 0.3, translate 45% of the size, enhance factors 1 +- 0.9, posterize
-    down to 4 bits, solarize down to threshold 0); signed ops get a random sign. To stay
-    vectorised, each op is computed for the whole batch and kept where chosen, the
-    colour ops in the order of ``ops`` and then one affine resampling that composes all
-    geometric ops. Returns float32 on [0, 255].
+    Returns the plan, the affine plan of the images that move (``_affine_plan``; empty if
+    none does) and the colour ops to run, in the order of ``ops``: each op's images and
+    parameter go in the plan under ``"<op>"`` and ``"<op>:param"``.
     """
     unknown = sorted(set(ops) - set(RAND_AUGMENT_OPS))
     if unknown:
         raise ValueError(f"unknown RandAugment ops {unknown}; choose from {RAND_AUGMENT_OPS}")
-    xp = array_module(x)
-    B, C, H, W = x.shape
-    x = x.astype(xp.float32)
-    picks = _randint(gen, xp, (B, num_ops), len(ops))  # (B, num_ops)
-    chosen = (picks[:, :, None] == xp.arange(len(ops))).any(axis=1)  # (B, K)
-    sign = xp.where(_uniform(gen, xp, (B, len(ops))) < 0.5, -1.0, 1.0).astype(xp.float32)  # (B, K)
+    picks = _randint(gen, (B, num_ops), len(ops))  # (B, num_ops)
+    chosen = (picks[:, :, None] == np.arange(len(ops))).any(axis=1)  # (B, K)
+    sign = np.where(_uniform(gen, (B, len(ops))) < 0.5, -1.0, 1.0).astype(np.float32)  # (B, K)
     m = magnitude / 10.0
-    geometric = {}
+    plan, colour, geometric = {}, [], {}
     for k, op in enumerate(ops):
-        picked = chosen[:, k]  # (B,)
-        enhance = 1.0 + sign[:, k] * 0.9 * m  # (B,)
         if op in _GEOMETRIC:
             scale = {"rotate": 30.0, "shear_x": 0.3, "shear_y": 0.3, "translate_x": 0.45 * W, "translate_y": 0.45 * H}[op]
-            geometric[op] = xp.where(picked, sign[:, k] * (scale * m), 0.0).astype(xp.float32)
+            geometric[op] = np.where(chosen[:, k], sign[:, k] * (scale * m), 0.0).astype(np.float32)
             continue
-        if op == "identity":
+        images = np.flatnonzero(chosen[:, k])
+        if op == "identity" or not len(images):
             continue
-        if op == "autocontrast":
-            y = autocontrast(x)
-        elif op == "brightness":
-            y = brightness(x, enhance)
-        elif op == "color":
-            y = color(x, enhance)
-        elif op == "contrast":
-            y = contrast(x, enhance)
-        elif op == "sharpness":
-            y = sharpness(x, enhance)
-        elif op == "posterize":
-            y = posterize(x, xp.full(B, 8 - round(4 * m), dtype=xp.float32))
-        else:  # solarize
-            y = solarize(x, xp.full(B, 256.0 * (1 - m), dtype=xp.float32))
-        x = xp.where(_per_example(picked), xp.clip(y, 0.0, 255.0), x)
-    if geometric:
-        warped = affine(x, affine_matrix(**geometric, batch=B, xp=xp), fill)
-        moved = xp.zeros(B, dtype=bool)
-        for v in geometric.values():
-            moved |= v != 0
-        x = xp.where(_per_example(moved), warped, x)
+        colour.append(op)
+        plan[op] = images
+        if op == "posterize":
+            plan[op + ":param"] = np.full(len(images), 8 - round(4 * m), dtype=np.float32)
+        elif op == "solarize":
+            plan[op + ":param"] = np.full(len(images), 256.0 * (1 - m), dtype=np.float32)
+        elif op != "autocontrast":
+            plan[op + ":param"] = (1.0 + sign[:, k] * 0.9 * m)[images]  # enhance factor
+    moved = np.zeros(B, dtype=bool)
+    for v in geometric.values():
+        moved |= v != 0
+    if not moved.any():
+        return plan, {}, colour
+    plan["moved"] = np.flatnonzero(moved)
+    matrix = affine_matrix(**{op: v[moved] for op, v in geometric.items()}, batch=len(plan["moved"]))
+    return plan, _affine_plan(matrix, C, H, W), colour
+
+
+_COLOUR_OPS = {"autocontrast": lambda x, _: autocontrast(x), "brightness": brightness, "color": color,
+               "contrast": contrast, "sharpness": sharpness, "posterize": posterize, "solarize": solarize}
+
+
+def _rand_augment(x, plan, warp, colour, fill):
+    """Run a RandAugment plan: each colour op on its images (gather, op, scatter), then one affine resampling.
+
+    Every op works image by image, so running it on the images that drew it gives them
+    the same values, bit for bit, as running it on the whole batch and keeping theirs.
+    """
+    xp = array_module(x)
+    x = x.astype(xp.float32)  # a copy: the ops write into it
+    for op in colour:
+        images = plan[op]
+        x[images] = xp.clip(_COLOUR_OPS[op](x[images], plan.get(op + ":param")), 0.0, 255.0)
+    if warp:
+        x[plan["moved"]] = _affine(x[plan["moved"]], warp, fill)
     return xp.clip(x, 0.0, 255.0)
+
+
+def rand_augment(x, gen, num_ops: int = 2, magnitude: float = 9.0, ops=RAND_AUGMENT_OPS, fill: float = GREY):
+    """RandAugment (Cubuk et al. 2019): each image gets ``num_ops`` ops drawn from ``ops``.
+
+    ``magnitude`` on the paper's 0..10 scale sets every op's strength (rotate up to 30
+    degrees, shear 0.3, translate 45% of the size, enhance factors 1 +- 0.9, posterize
+    down to 4 bits, solarize down to threshold 0); signed ops get a random sign. The
+    colour ops run in the order of ``ops``, each on the images that drew it, and then one
+    affine resampling composes all geometric ops of the images that drew any. Returns
+    float32 on [0, 255].
+    """
+    plan, warp, colour = _rand_augment_plan(gen, *x.shape, num_ops, magnitude, ops)
+    return _rand_augment(x, *_send(array_module(x), plan, warp), colour, fill)
 
 
 @dataclass
@@ -378,16 +493,31 @@ class Augment:
     mix_prob: float = 1.0
 
     def __call__(self, x, y, gen):
-        """(B, C, H, W) uint8 and (B,) labels -> inputs (B, C, S, S) float32, targets (B, K) float32."""
-        if self.crop_padding:
-            x = random_crop(x, gen, self.crop_padding)
+        """(B, C, H, W) uint8 and (B,) labels -> inputs (B, C, S, S) float32, targets (B, K) float32.
+
+        Every plan is drawn first, in the order of the steps, and sent to the device in one copy.
+        """
+        xp = array_module(x)
+        B, C, H, W = x.shape
+        window = _crop_plan(gen, B, C, H, W, self.crop_padding, None) if self.crop_padding else {}
         if self.flip:
-            x = random_flip(x, gen)
+            window = _flip_plan(gen, window or _window_plan(B, C, H, W), 0.5)
+        rand, warp, colour = (_rand_augment_plan(gen, B, C, H, W, self.rand_ops, self.rand_magnitude, RAND_AUGMENT_OPS)
+                              if self.rand_ops else ({}, {}, []))
+        size = (H, W) if self.image_size is None else (self.image_size,) * 2
+        scale = _resize_plan(x.shape, size) if size != (H, W) else {}
+        erasing = _erasing_plan(gen, B, C, *size, self.erase_prob) if self.erase_prob else {}
+        stats = {"mean": np.asarray(self.mean, np.float32), "std": np.asarray(self.std, np.float32)}
+        window, rand, warp, scale, erasing, stats = _send(xp, window, rand, warp, scale, erasing, stats)
+        if window:
+            x = _window(x, window, self.crop_padding)
         if self.rand_ops:
-            x = rand_augment(x, gen, self.rand_ops, self.rand_magnitude)
-        x = self.prepare(x)
+            x = _rand_augment(x, rand, warp, colour, GREY)
+        if scale:
+            x = _resize(x.astype(xp.float32, copy=False), scale)
+        x = normalize(x, stats["mean"], stats["std"])
         if self.erase_prob:
-            x = random_erasing(x, gen, self.erase_prob)
+            x = _erase(x, erasing)
         targets = one_hot(y, self.num_classes, self.label_smoothing)
         if self.mixup_alpha or self.cutmix_alpha:
             x, targets = mix(x, targets, gen, self.mixup_alpha, self.cutmix_alpha, self.mix_prob)
