@@ -187,6 +187,21 @@ def generator(*keys, device="cpu"):
     return xp.random.default_rng(seed)
 
 
+class LazyGenerator:
+    """``generator(*keys, device=device)``, built at its first draw: a step that draws nothing builds none.
+
+    On a GPU each build is a cuRAND set-up; a training step without dropout then costs none.
+    """
+
+    def __init__(self, *keys, device="cpu"):
+        self._keys, self._device, self._generator = keys, device, None
+
+    def __getattr__(self, name):
+        if self._generator is None:
+            self._generator = generator(*self._keys, device=self._device)
+        return getattr(self._generator, name)
+
+
 def manual_seed(*keys) -> None:
     """Reset the global generators (used by dropout when none is passed) from keys."""
     global _global_keys

@@ -261,8 +261,8 @@ class Trainer:
         cfg = self.cfg
         # Dropout, drop-path and attention-dropout masks are drawn for the global batch and
         # sliced; anything else random draws from the global generator, seeded per step.
-        masks = distributed.RowGenerator(backend.generator(cfg.seed, 0xD1, self.step, device=self.device), self.rows,
-                                         cfg.batch_size)
+        masks = distributed.RowGenerator(backend.LazyGenerator(cfg.seed, 0xD1, self.step, device=self.device),
+                                         self.rows, cfg.batch_size)
         for m in self.dropouts:
             m.generator = masks
         autograd.manual_seed(cfg.seed, 0xD0, self.step)

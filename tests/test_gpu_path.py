@@ -220,6 +220,18 @@ def test_the_kernels_train_as_the_cupy_path_does(gpu, monkeypatch):
         assert off.mean() <= 0.01 and np.abs(v - without[k]).max() <= 1e-5, (k, int(off.sum()), off.size)
 
 
+def test_a_step_without_dropout_builds_no_device_generator(gpu, monkeypatch):
+    trainer = _cifar10_trainer(rand_ops=0)
+    built, make = [], backend.generator
+    monkeypatch.setattr(backend, "generator", lambda *keys, device="cpu": built.append(device) or make(*keys, device=device))
+    trainer.train_step(trainer.loader.batch(0, 0, trainer.positions))
+    assert built == []
+    dropped = _cifar10_trainer(rand_ops=0, model_overrides=dict(drop_path_rate=0.1))
+    built.clear()  # building a model draws its initial weights on the host
+    dropped.train_step(dropped.loader.batch(0, 0, dropped.positions))
+    assert built == ["gpu:0"]  # one for the step's masks, however many layers draw from it
+
+
 def test_a_bad_step_on_the_device_changes_nothing_and_stops_the_run_at_the_next_check(gpu, monkeypatch):
     trainer = _cifar10_trainer()
     original = T.Trainer.loss_and_metrics
