@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from autograd import ops
+from checking import torch_or_skip
 
 
 def test_bench_resolves_aliases_and_rejects_unknown_names():
@@ -18,7 +19,7 @@ def test_bench_resolves_aliases_and_rejects_unknown_names():
 @pytest.mark.parametrize("overrides", [{}, {"global_pool": "avg"}, {"representation_size": 16},
                                        {"gelu_approximate": "tanh", "class_token": False, "global_pool": "avg"}])
 def test_torch_twin_computes_what_npvit_does(overrides):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     import npvit
     from npvit import bench
 

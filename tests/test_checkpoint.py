@@ -19,6 +19,7 @@ from npvit import Checkpoint, VisionTransformer, create_model, load_checkpoint, 
 from npvit import pos_embed as pe
 
 from tiny_models import TINY, tiny
+from checking import torch_or_skip
 
 
 def images(batch=2, size=8, seed=3):
@@ -397,7 +398,7 @@ def test_converted_names_are_timms(tmp_path):
 
 # --- timm's conventions ---------------------------------------------------------------------
 def test_timm_stem_only_hybrid_loads_and_runs_timms_standardisation(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     F = torch.nn.functional
     with backend.default_dtype_as(np.float64):
         model = tiny(img_size=16, patch_size=2, hybrid_layers=(), hybrid_width=4, hybrid_groups=2,

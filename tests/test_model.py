@@ -21,6 +21,7 @@ from npvit import ViTConfig, create_model, list_models, mpp_corruption, mpp_targ
 from npvit.config import POS_EMBED_AT, POS_EMBED_KINDS
 
 from tiny_models import TINY, tiny
+from checking import torch_or_skip
 TINY_HYBRID = dict(TINY, patch_size=1, hybrid_layers=(1, 1), hybrid_width=4, hybrid_groups=2,
                    hybrid_stem_kernel=3, hybrid_stem_stride=1)
 
@@ -363,7 +364,7 @@ def test_attention_and_tokens_hooks():
 
 @pytest.mark.parametrize("fields", [dict(), dict(global_pool="avg", representation_size=6, gelu_approximate="tanh")])
 def test_logits_match_the_pytorch_twin(fields):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     from npvit.torch_reference import build_torch_vit, torch_unsupported
 
     model = tiny(**fields)

@@ -8,6 +8,7 @@ from autograd import backend
 from autograd.tensor import Tensor
 from npvit import pos_embed as pe
 from npvit import VisionTransformer
+from checking import torch_or_skip
 
 grids = st.tuples(st.integers(1, 5), st.integers(1, 5))
 modes = st.sampled_from(["bilinear", "bicubic"])
@@ -154,7 +155,7 @@ def test_relative_resize_keeps_the_zero_offset():
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
 @pytest.mark.parametrize("old,new", [((4, 4), (7, 6)), ((7, 5), (4, 3)), ((14, 14), (24, 24)), ((24, 24), (14, 14))])
 def test_antialiased_resize_matches_torch(mode, old, new):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     a = rng().standard_normal((1, 1 + old[0] * old[1], 5))
     grid = torch.tensor(a[0, 1:].reshape(*old, 5).transpose(2, 0, 1)[None])             # (1, D, gh, gw)
     ref = torch.nn.functional.interpolate(grid, size=new, mode=mode, antialias=True)[0].numpy()
