@@ -133,7 +133,7 @@ def _run(args, comm) -> int:
     summary = t.fit()
     if comm.is_main:
         best = f"{summary['best_acc']:.4f}" if summary["best_acc"] >= 0 else "n/a"
-        print(f"done: {summary['steps']} steps in {summary['time_s']:.1f} s, best test accuracy {best}; "
+        print(f"done: {summary['steps']} steps in {summary['time_s']:.1f} s, best {summary['split']} accuracy {best}; "
               f"checkpoints in {summary['run_dir']}", flush=True)
     return 0
 

@@ -33,6 +33,7 @@ Rank 0 alone writes the run directory and prints.
 """
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import math
@@ -95,14 +96,33 @@ def load_data(cfg: TrainConfig):
         options["image_size"] = cfg.image_size
     train = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, download=cfg.download,
                          progress=cfg.progress, **options)
-    test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download,
-                        progress=cfg.progress, **options)
+    if cfg.val_split is not None:
+        test = held_out(train, cfg.val_split)
+    else:
+        test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download,
+                            progress=cfg.progress, **options)
     # subsets, for quick experiments and overfitting checks
     if cfg.train_examples is not None:
         train.x, train.y = train.x[: cfg.train_examples], train.y[: cfg.train_examples]
     if cfg.eval_examples is not None:
         test.x, test.y = test.x[: cfg.eval_examples], test.y[: cfg.eval_examples]
     return train, test
+
+
+def held_out(train, n: int):
+    """Split the last ``n`` examples off ``train`` (in place) and return them as a split named "val".
+
+    The held-out images keep the training split's normalisation (``mean``/``std`` are the full
+    training split's), so the model sees them exactly as it would see test images; the test
+    split itself is not read, so tuning cannot leak into the figure reported at the end.
+    """
+    if n >= len(train.y):
+        raise TrainError(f"--val-split {n} leaves no training examples (the training split has {len(train.y)}); "
+                         "hold out fewer")
+    val = copy.copy(train)
+    val.split, val.x, val.y = "val", train.x[-n:], train.y[-n:]
+    train.x, train.y = train.x[:-n], train.y[:-n]
+    return val
 
 
 def build_model(cfg: TrainConfig, train_set) -> tuple[VisionTransformer, dict]:
@@ -395,14 +415,15 @@ class Trainer:
                 epoch_done = self.step % self.steps_per_epoch == 0
                 if (epoch_done and (epoch + 1) % cfg.eval_every_epochs == 0) or self.step >= self.total_steps:
                     last_eval = self.evaluate()
-                    last_eval.update(step=self.step, epoch=epoch, eval=True)
+                    last_eval.update(step=self.step, epoch=epoch, eval=True, split=self.test_set.split)
                     self.log(last_eval)
                     improved = last_eval["acc"] > self.best_acc
                     if improved:
                         self.best_acc = last_eval["acc"]
                     if self.comm.is_main:
-                        print(f"epoch {epoch + 1}: step {self.step}, test loss {last_eval['loss']:.4f}, "
-                              f"test acc {last_eval['acc']:.4f}" + (" (best)" if improved else ""), flush=True)
+                        split = self.test_set.split
+                        print(f"epoch {epoch + 1}: step {self.step}, {split} loss {last_eval['loss']:.4f}, "
+                              f"{split} acc {last_eval['acc']:.4f}" + (" (best)" if improved else ""), flush=True)
                     if self.run_dir is not None:
                         self.save("checkpoint-last.npz")
                         if improved:
@@ -419,7 +440,7 @@ class Trainer:
         finally:
             _unlock(self.lock)
             self.lock = None
-        summary = {"steps": self.step, "best_acc": self.best_acc, "time_s": time.time() - started,
+        summary = {"steps": self.step, "best_acc": self.best_acc, "split": self.test_set.split, "time_s": time.time() - started,
                    "final": last_eval, "run_dir": self.cfg.out, "processes": self.comm.world_size}
         if self.run_dir is not None:
             _write_json(os.path.join(self.run_dir, "summary.json"), summary)
@@ -543,17 +564,19 @@ def read_run_config(run_dir: str) -> tuple[TrainConfig, dict]:
 
 
 # What config.json records beside the TrainConfig: the trained model's config, the warmup
-# actually used when it differs from the asked one, and what each --resume changed.
-RECORD_KEYS = ("model_config", "warmup", "resumed")
+# actually used when it differs from the asked one, what each --resume changed, and where the
+# recipe is not the paper's (and why: ``recipes.PAPER_RECIPES``).
+RECORD_KEYS = ("model_config", "warmup", "resumed", "differs_from_paper")
 
 
 def _write_config(trainer: Trainer, record: dict, persist: dict | None = None, session=()) -> None:
     """Write config.json: the run's TrainConfig (``session`` fields kept at their ``persist`` values) and
-    ``record`` with the model's config and the warmup note."""
+    ``record`` with the model's config, the warmup note and the recipe's differences from the paper."""
     d = trainer.cfg.to_dict()
     for name in session:
         d[name] = persist[name]
-    record = {**record, "model_config": trainer.model.cfg.to_dict()}
+    record = {**record, "model_config": trainer.model.cfg.to_dict(),
+              "differs_from_paper": recipes.paper_differences(trainer.cfg)}
     if trainer.warmup_note:
         record["warmup"] = trainer.warmup_note
     _write_json(os.path.join(trainer.cfg.out, "config.json"), {**d, **record})

@@ -138,6 +138,44 @@ def test_cifar10_defaults_follow_the_device():
     assert R.resolve(R.TrainConfig(dataset="cifar10", device="cpu", mode="mpp")).model == "vit_cifar_tiny"
 
 
+def test_val_split_evaluates_on_held_out_training_images(tmp_path, capsys):
+    cfg = R.resolve(R.TrainConfig(dataset="synthetic", val_split=40, train_examples=100, eval_examples=30))
+    full = T.load_dataset("synthetic", "train", image_size=32)
+    train, val = T.load_data(cfg)
+    assert val.split == "val" and len(train.y) == 100 and len(val.y) == 30
+    np.testing.assert_array_equal(val.x, full.x[-40:][:30])  # the last 40 training images, not the test split
+    np.testing.assert_array_equal(train.x, full.x[:100])
+    assert (val.mean, val.std) == (full.mean, full.std)
+
+    code, out = run(tmp_path, "r", "--epochs", "1", "--val-split", "64")
+    printed = capsys.readouterr().out
+    assert code == 0 and "val acc" in printed and "best val accuracy" in printed and "test acc" not in printed
+    assert [m["split"] for m in metrics(out) if m.get("eval")] == ["val"]
+
+
+def test_a_val_split_as_large_as_the_training_set_is_refused(tmp_path, capsys):
+    full = len(T.load_dataset("synthetic", "train", image_size=16).y)
+    code = main([*TINY, "--out", str(tmp_path / "r"), "--val-split", str(full)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--val-split" in err and "hold out fewer" in err and len(err.splitlines()) == 1
+
+
+def test_config_json_says_where_the_recipe_is_not_the_papers(tmp_path):
+    code, out = run(tmp_path, "r", "--epochs", "1", "--warmup-steps", "3")
+    assert code == 0
+    with open(os.path.join(out, "config.json")) as f:
+        differs = json.load(f)["differs_from_paper"]
+    assert differs["batch_size"]["paper"] == 4096 and differs["batch_size"]["here"] != 4096
+    assert differs["warmup_steps"] == {"paper": 10_000, "here": 3, "why": differs["warmup_steps"]["why"]}
+    assert all(entry["why"] for entry in differs.values())
+    # a setting given at the paper's value is not listed; warmup in epochs is named as such
+    paper_like = R.resolve(R.TrainConfig(dataset="cifar10", mode="mpp", batch_size=4096))
+    differs = R.paper_differences(paper_like)
+    assert "batch_size" not in differs and differs["warmup_steps"]["here"] == "2 epochs"
+    assert R.paper_differences(R.resolve(R.TrainConfig(dataset="cifar10", mode="finetune", init="x.npz",
+                                                       warmup_steps=500))) == {}
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--dataset", "nope"], "unknown data set"),
     (["--epochs", "0"], "--epochs must be positive"),
