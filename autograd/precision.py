@@ -47,19 +47,16 @@ class PrecisionError(ValueError):
 
 def compute_dtype(name: str):
     """The dtype matrix products run in at precision ``name`` (``PRECISIONS``); None for fp32."""
-    if PRECISIONS[name] is None:
-        return None
+    if PRECISIONS[name] != "bfloat16":
+        return None if PRECISIONS[name] is None else np.dtype(PRECISIONS[name])
     try:
-        return np.dtype(PRECISIONS[name])
-    except TypeError:  # bfloat16 is NumPy's only once ml_dtypes registered it
-        try:
-            import ml_dtypes
-        except ImportError:
-            raise PrecisionError(
-                f"--precision {name} needs bfloat16 arrays, which NumPy and CuPy 14 get from the ml_dtypes package, "
-                "not installed here: pip install ml-dtypes (npvit[gpu] brings it), or use --precision fp16"
-            ) from None
-        return np.dtype(ml_dtypes.bfloat16)
+        import ml_dtypes
+    except ImportError:
+        raise PrecisionError(
+            f"--precision {name} needs bfloat16 arrays, which NumPy and CuPy 14 get from the ml_dtypes package, "
+            "not installed here: pip install ml-dtypes (npvit[gpu] brings it), or use --precision fp16"
+        ) from None
+    return np.dtype(ml_dtypes.bfloat16)
 
 
 _compute = None  # the dtype float32 products are lowered to, None: none are
@@ -88,7 +85,8 @@ def lower(*arrays) -> tuple:
     """
     if _compute is None or any(a.dtype != np.float32 for a in arrays):
         return arrays
-    return tuple(_cast(a, _compute) for a in arrays)
+    with np.errstate(over="ignore"):  # float16 overflows to inf; the loss (or the loss scale) sees it
+        return tuple(a.astype(_compute) for a in arrays)
 
 
 def matmul(a, b, compute, dtype):
@@ -98,16 +96,15 @@ def matmul(a, b, compute, dtype):
     at the forward's precision whatever ``autocast`` says by then. With every dtype the
     same nothing is cast: ``a @ b`` itself.
     """
-    out = _cast(a, compute) @ _cast(b, compute)
-    return _cast(out, dtype)
+    if a.dtype == b.dtype == compute == dtype:
+        return a @ b
+    with np.errstate(over="ignore", invalid="ignore"):  # a float16 overflow is no error: the loss scale sees it
+        return _cast(_cast(a, compute) @ _cast(b, compute), dtype)
 
 
 def _cast(a, dtype):
-    """``a`` in ``dtype`` (itself when it is already); an overflow to inf is no error: the loss scale sees it."""
-    if a.dtype == dtype:
-        return a
-    with np.errstate(over="ignore", invalid="ignore"):
-        return a.astype(dtype)
+    """``a`` in ``dtype``, itself when it is already."""
+    return a if a.dtype == dtype else a.astype(dtype)
 
 
 class GradScaler:

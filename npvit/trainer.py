@@ -39,9 +39,11 @@ import math
 import os
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from functools import partial
+
+import numpy as np
 
 import autograd
 from autograd import backend, nn, ops, optim, precision
@@ -289,9 +291,10 @@ class Trainer:
         # one all-reduce for the gradients and one for the step's numbers: every process sees the global loss
         loss_sum, correct, count = self.comm.average_gradients(flat, (loss.data, correct, count))
         loss_value = loss_sum / self.comm.world_size
-        if self.scaler is not None:
-            self.scaler.unscale(flat.grads)
-        grad_norm = flat.clip_grad_norm(cfg.clip_grad) if cfg.clip_grad else None
+        with np.errstate(over="ignore", invalid="ignore") if self.scaler is not None else nullcontext():
+            if self.scaler is not None:  # an overflowed float16 gradient is expected, and skips the step below
+                self.scaler.unscale(flat.grads)
+            grad_norm = flat.clip_grad_norm(cfg.clip_grad) if cfg.clip_grad else None
         finite = self.xp.isfinite(loss_value)
         if self.scaler is not None:
             # float16 gradients that overflowed skip the step and halve the scale; the run goes on
