@@ -291,15 +291,15 @@ class Trainer:
         # one all-reduce for the gradients and one for the step's numbers: every process sees the global loss
         loss_sum, correct, count = self.comm.average_gradients(flat, (loss.data, correct, count))
         loss_value = loss_sum / self.comm.world_size
+        # float16 gradients that overflowed are expected: they skip the step and halve the scale; the run goes on
         with np.errstate(over="ignore", invalid="ignore") if self.scaler is not None else nullcontext():
-            if self.scaler is not None:  # an overflowed float16 gradient is expected, and skips the step below
+            if self.scaler is not None:
                 self.scaler.unscale(flat.grads)
             grad_norm = flat.clip_grad_norm(cfg.clip_grad) if cfg.clip_grad else None
+            if self.scaler is not None:
+                grads_ok = self.xp.isfinite(flat.grad_norm() if grad_norm is None else grad_norm)
         finite = self.xp.isfinite(loss_value)
-        if self.scaler is not None:
-            # float16 gradients that overflowed skip the step and halve the scale; the run goes on
-            grads_ok = self.xp.isfinite(flat.grad_norm() if grad_norm is None else grad_norm)
-        elif grad_norm is not None:
+        if self.scaler is None and grad_norm is not None:
             finite &= self.xp.isfinite(grad_norm)
         # Sticky: once a step is bad every later update is masked too, so when the flag is
         # read (check_finite) the parameters are those after the last good step.
