@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from autograd import backend
+from autograd.precision import PRECISIONS
 
 from .config import GLOBAL_POOLS, MPP_TARGETS, POS_EMBED_AT, POS_EMBED_KINDS, get_config, list_models
 
@@ -235,6 +236,13 @@ class TrainConfig:
                                     metavar="N", default_help="off: evaluate on the test split", check=positive)
     seed: int = setting(0, "seed of every random draw in the run", group="run", check=non_negative)
     device: str = setting("cpu", "cpu, gpu or gpu:N", group="run")
+    precision: str = setting("fp32", "what the matrix products run in: fp32, or fp16 / bf16 over float32 master "
+                             "weights (layer norm, softmax, the loss and the update stay float32; fp16 with dynamic "
+                             "loss scaling; bf16 needs ml_dtypes). On the CPU fp16 works but is slow: NumPy has no "
+                             "fast float16 product", group="run", choices=tuple(PRECISIONS))
+    tf32: bool = setting(False, "on a GPU, let float32 products run in TF32 on tensor cores (10-bit mantissa "
+                         "inputs, float32 sums); off by default as PyTorch's matmuls, so float32 runs give the "
+                         "same numbers everywhere; no effect on the CPU", group="run")
     out: str | None = setting(None, "run directory", group="run", metavar="RUN_DIR",
                               default_help="runs/DATASET-MODE-TIME")
     log_every: int = setting(20, "steps between metric lines", group="run", check=positive)

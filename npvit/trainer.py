@@ -40,12 +40,14 @@ import math
 import os
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from functools import partial
 
+import numpy as np
+
 import autograd
-from autograd import backend, nn, ops, optim
+from autograd import backend, nn, ops, optim, precision
 
 from . import checkpoint as ckpt
 from . import distributed, interrupts, mpp, recipes
@@ -201,6 +203,12 @@ class Trainer:
         self.cfg = cfg
         self.device = comm.pick_device(cfg.device)
         self.xp = backend.xp_for(self.device)
+        try:
+            self.low = precision.compute_dtype(cfg.precision)  # what the products run in, None: float32
+        except precision.PrecisionError as e:
+            raise TrainError(str(e)) from None
+        if backend.parse_device(self.device)[0] == "gpu":  # process-wide in CuPy: set either way, so the flag holds
+            precision.set_tf32(self.xp, cfg.tf32)
         self.comm = comm.for_device(self.device)
         with self.comm.node_leader_first():  # one download per machine
             train, test = load_data(cfg)
@@ -253,10 +261,14 @@ class Trainer:
         self.step = 0
         self.best_acc = -1.0
         self.run_dir = cfg.out if self.comm.is_main else None  # rank 0 alone writes the run directory
+        # float16's loss scale (autograd/precision.py); bfloat16 has float32's range and needs none
+        self.scaler = precision.GradScaler(self.xp) if cfg.precision == "fp16" else None
         if resume_from is not None:
             self.optimizer.load_state_dict(resume_from.optimizer_state)
             self.step = resume_from.step
             self.best_acc = resume_from.extra["best_acc"]
+            if self.scaler is not None and "grad_scaler" in resume_from.extra:
+                self.scaler.load_state_dict(self.xp, resume_from.extra["grad_scaler"])
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.comm.broadcast_parameters(self.params)
         self.finite = None  # were all steps since the last check finite: a 0-d bool array on the device
@@ -290,23 +302,34 @@ class Trainer:
         lr = self.schedule(self.step)
         optim.set_lr(self.optimizer, lr)
         gen = distributed.RowGenerator(batch.rng, self.positions, cfg.batch_size)
-        loss, correct, count = self.loss_and_metrics(batch.x, batch.y, gen)
+        with precision.autocast(self.low):
+            loss, correct, count = self.loss_and_metrics(batch.x, batch.y, gen)
         self.optimizer.zero_grad()
-        loss.backward()
+        loss.backward(None if self.scaler is None else self.scaler.scale)  # d(S loss): S = 1 but for float16
         flat = self.optimizer.flat
         flat.gather_grads()
         # one all-reduce for the gradients and one for the step's numbers: every process sees the global loss
         loss_sum, correct, count = self.comm.average_gradients(flat, (loss.data, correct, count))
         loss_value = loss_sum / self.comm.world_size
-        grad_norm = flat.clip_grad_norm(cfg.clip_grad) if cfg.clip_grad else None
+        # float16 gradients that overflowed are expected: they skip the step and halve the scale; the run goes on
+        with np.errstate(over="ignore", invalid="ignore") if self.scaler is not None else nullcontext():
+            if self.scaler is not None:
+                self.scaler.unscale(flat.grads)
+            grad_norm = flat.clip_grad_norm(cfg.clip_grad) if cfg.clip_grad else None
+            if self.scaler is not None:
+                grads_ok = self.xp.isfinite(flat.grad_norm() if grad_norm is None else grad_norm)
         finite = self.xp.isfinite(loss_value)
-        if grad_norm is not None:
+        if self.scaler is None and grad_norm is not None:
             finite &= self.xp.isfinite(grad_norm)
         # Sticky: once a step is bad every later update is masked too, so when the flag is
         # read (check_finite) the parameters are those after the last good step.
         self.finite = finite if self.finite is None else self.finite & finite
         self.unchecked.append((self.step, loss_value, grad_norm, finite))
-        self.optimizer.step(ok=self.finite)
+        if self.scaler is None:
+            self.optimizer.step(ok=self.finite)
+        else:
+            self.optimizer.step(ok=self.finite & grads_ok)
+            self.scaler.update(grads_ok)
         self.step += 1
         if not backend.is_gpu_array(self.finite):
             self.check_finite()  # a NumPy flag is read for free: the CPU stops at the bad step itself
@@ -329,9 +352,10 @@ class Trainer:
 
     # --- evaluation -----------------------------------------------------------------
     def evaluate(self) -> dict:
-        """Loss and accuracy (for the pixel target of mpp: the loss) on the test split."""
-        return evaluate_model(self.model, self.test_x, self.test_y, self.augment, self.cfg.eval_batch_size,
-                              loss=self.loss, seed=self.cfg.seed, comm=self.comm, progress=self.cfg.progress)
+        """Loss and accuracy (for the pixel target of mpp: the loss) on the test split, at the run's precision."""
+        with precision.autocast(self.low):
+            return evaluate_model(self.model, self.test_x, self.test_y, self.augment, self.cfg.eval_batch_size,
+                                  loss=self.loss, seed=self.cfg.seed, comm=self.comm, progress=self.cfg.progress)
 
     # --- the run directory --------------------------------------------------------------
     def log(self, record: dict) -> None:
@@ -355,7 +379,8 @@ class Trainer:
             with _writing(path, self.run_dir):
                 ckpt.save_checkpoint(
                     path, self.model, step=self.step, optimizer_state=self.optimizer.state_dict(),
-                    extra={"best_acc": self.best_acc, **self.extra},
+                    extra={"best_acc": self.best_acc, **self.extra,
+                           **({} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()})},
                 )
         except ckpt.NonFiniteState as e:
             raise NonFiniteLoss(f"the model or optimizer state is not finite at step {self.step} ({e})") from None

@@ -530,6 +530,32 @@ lib = _submodule("cupy.lib", stride_tricks=_submodule(
     as_strided=lambda x, shape=None, strides=None: ndarray(np.lib.stride_tricks.as_strided(_unwrap(x), shape, strides))))
 
 
+# CuPy's per-dtype cuBLAS compute type (cupy/_core/_routines_linalg.pyx): the constants' values are CuPy's;
+# TBD means "not chosen yet", which CuPy turns into DEFAULT (or TF32 under CUPY_TF32) at the first product
+_linalg = _submodule("cupy._core._routines_linalg", COMPUTE_TYPE_TBD=0, COMPUTE_TYPE_DEFAULT=1,
+                     COMPUTE_TYPE_PEDANTIC=2, COMPUTE_TYPE_FP16=3, COMPUTE_TYPE_FP32=4, COMPUTE_TYPE_FP64=5,
+                     COMPUTE_TYPE_BF16=6, COMPUTE_TYPE_TF32=7)
+_compute_types = {}  # dtype name -> compute type, as set
+
+
+def _set_compute_type(dtype, compute_type):
+    """Choose the cuBLAS compute type of ``dtype``'s products (the stand-in computes in NumPy whatever it is)."""
+    if compute_type not in range(8):
+        raise ValueError(f"Unknown compute type: {compute_type}")
+    _compute_types[np.dtype(dtype).name] = compute_type
+
+
+def _get_compute_type(dtype):
+    """The compute type ``set_compute_type`` chose for ``dtype``; DEFAULT until one was."""
+    return _compute_types.get(np.dtype(dtype).name, _linalg.COMPUTE_TYPE_DEFAULT)
+
+
+_set_compute_type.__name__, _get_compute_type.__name__ = "set_compute_type", "get_compute_type"
+_linalg.set_compute_type, _linalg.get_compute_type = _set_compute_type, _get_compute_type
+_core = _submodule("cupy._core", set_compute_type=_set_compute_type, get_compute_type=_get_compute_type,
+                   _routines_linalg=_linalg)
+
+
 def _scatter_add(a, slices, value):
     """``cupyx.scatter_add``: unbuffered ``a[slices] += value``."""
     meter.launch()
@@ -548,6 +574,7 @@ def install(value="1"):
     global mode
     mode = value
     sys.modules.update({"cupy": _module, "cupy.random": random, "cupy.cuda": cuda, "cupy.cuda.runtime": _runtime,
-                        "cupy.linalg": linalg, "cupy.lib": lib, "cupy.lib.stride_tricks": lib.stride_tricks,
+                        "cupy.linalg": linalg, "cupy.lib": lib, "cupy._core": _core,
+                        "cupy._core._routines_linalg": _linalg, "cupy.lib.stride_tricks": lib.stride_tricks,
                         "cupyx": _cupyx, "cupyx.scipy": _cupyx.scipy, "cupyx.scipy.special": _special})
     return _module

@@ -5,6 +5,7 @@ gradient check on device arrays; negative controls show the stand-in catches eac
 of device bug; its names are checked against the real CuPy when that imports (it does
 without a GPU); and a machine whose CUDA libraries are missing fails at start-up.
 """
+import inspect
 import json
 import os
 import sys
@@ -187,6 +188,35 @@ def test_a_steady_state_step_never_syncs_and_keeps_to_the_launch_budget(gpu, req
     total = sum(step.values()) - _augment_launches(step) + _augment_launches(gpu.meter.launches)
     budget = LAUNCH_BUDGET if not fused else KERNEL_LAUNCH_BUDGET + (RANDAUGMENT_LAUNCHES if rand_ops else 0)
     assert total <= budget, (total, gpu.meter.launches.most_common(10))
+
+
+def test_an_fp16_step_never_syncs_and_an_overflow_is_skipped_on_the_device(gpu):
+    """fp16's loss scale lives on the device: a good step and a skipped one read nothing back."""
+    trainer = _cifar10_trainer(rand_ops=0, precision="fp16")
+    for step in range(3):  # as the fp32 step above: the third step counts
+        gpu.meter.reset()
+        trainer.train_step(trainer.loader.batch(0, step, trainer.positions))
+    groups = len(trainer.optimizer.param_groups)
+    assert sum(gpu.meter.syncs.values()) == 0, gpu.meter.syncs
+    assert sum(gpu.meter.uploads.values()) <= 2 + 2 * groups, gpu.meter.uploads  # the fp32 step's, no more
+    params = {k: v.copy() for k, v in trainer.model.state_dict().items()}
+    forced = trainer.scaler.state_dict()["scale"] * 2.0**90  # every float16 gradient overflows
+    trainer.scaler.load_state_dict(gpu, {"scale": forced, "good_steps": 1})
+    gpu.meter.reset()
+    trainer.train_step(trainer.loader.batch(0, 3, trainer.positions))
+    assert sum(gpu.meter.syncs.values()) == 0, gpu.meter.syncs
+    for k, v in trainer.model.state_dict().items():
+        np.testing.assert_array_equal(v, params[k], err_msg=k)
+    assert trainer.scaler.state_dict() == {"scale": forced / 2, "good_steps": 0}
+    trainer.check_finite()  # a skipped step is no failure of the run
+
+
+def test_the_tf32_flag_reaches_cupy(gpu):
+    linalg = gpu._core._routines_linalg
+    _cifar10_trainer(rand_ops=0, tf32=True)
+    assert gpu._core.get_compute_type(np.float32) == linalg.COMPUTE_TYPE_TF32
+    _cifar10_trainer(rand_ops=0)  # off by default, whatever an earlier run in the process set
+    assert gpu._core.get_compute_type(np.float32) == linalg.COMPUTE_TYPE_DEFAULT
 
 
 def test_the_kernels_train_as_the_cupy_path_does(gpu, monkeypatch):
@@ -396,10 +426,18 @@ def test_the_stand_in_exposes_only_names_real_cupy_has(gpu):
              (fakecupy.ndarray, cupy.ndarray, set()), (fakecupy.random.Generator, real_generator, set()),
              (fakecupy.cuda.Device, cupy.cuda.Device, set()), (fakecupy.cuda.Stream, cupy.cuda.Stream, set()),
              (fakecupy.ufunc, type(cupy.add), set()), (sys.modules["cupyx"], cupyx, set()),
-             (sys.modules["cupyx.scipy.special"], cupyx.scipy.special, set())]
+             (sys.modules["cupyx.scipy.special"], cupyx.scipy.special, set()), (fakecupy._core, cupy._core, set()),
+             (fakecupy._core._routines_linalg, cupy._core._routines_linalg, set())]
     for fake, real, own in pairs:
         extra = {n for n in _public(fake) - own if not isinstance(getattr(fake, n), type(sys))} - _public(real)
         assert extra == set(), f"{fake.__name__} has names {real.__name__} lacks: {sorted(extra)}"
+    # CuPy's compute-type functions are Cython, their signatures in the docstring's first line
+    for name in ("set_compute_type", "get_compute_type"):
+        fake = getattr(fakecupy._core, name)
+        assert getattr(cupy._core, name).__doc__.splitlines()[0] == f"{name}{inspect.signature(fake)}"
+    constants = {n for n in _public(fakecupy._core._routines_linalg) if n.startswith("COMPUTE_TYPE_")}
+    assert {n: getattr(cupy._core._routines_linalg, n) for n in constants} == \
+        {n: getattr(fakecupy._core._routines_linalg, n) for n in constants}
     dunders = {n for n in dir(fakecupy.ndarray) if n.startswith("__") and n not in dir(object)}
     assert dunders - set(dir(cupy.ndarray)) <= {"__slots__", "__dict__", "__weakref__"}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
+from .. import kernels, precision
 from ..backend import get_array_module
 from ..engine import Function
 from ..tensor import Tensor, as_tensor_like
@@ -25,9 +25,11 @@ class ScaledDotProductAttention(Function):
 
     @staticmethod
     def forward(q, k, v, *bias, scale, keep=None, drop_scale=1.0, needs_input_grad=()):
-        p = _softmax_weights(q, k, bias[0] if bias else None, scale)  # (..., Nq, Nk)
+        dtype = q.dtype
+        q, k, v = precision.lower(q, k, v)  # the products' operands, 16-bit under mixed precision (and cached so)
+        p = _softmax_weights(q, k, bias[0] if bias else None, scale, dtype)  # (..., Nq, Nk), in float32
         pd = p if keep is None else _drop(p, keep, drop_scale)
-        out = pd @ v  # (..., Nq, dv)
+        out = precision.matmul(pd, v, v.dtype, dtype)  # (..., Nq, dv)
         # a constant bias (a mask) needs no gradient, and so no sum of dS down to its shape
         bias_shape = bias[0].shape if bias and needs_input_grad[3] else None
         return out, (q, k, v, p, out, keep, drop_scale, scale, bias_shape, bool(bias))
@@ -42,10 +44,13 @@ class ScaledDotProductAttention(Function):
         # is taken from the (Nq, dv) arrays instead of the (Nq, Nk) ones (FlashAttention's D).
         # On a GPU the softmax kernel makes dS from dP and P in one launch, taking the row
         # sum from them; folding the scale in too when no bias gradient needs dS unscaled.
+        # The four products run in the forward's precision (the cached q, k, v's dtype),
+        # the softmax backward between them in float32.
         q, k, v, p, out, keep, drop_scale, scale, bias_shape, has_bias = cache
+        low = v.dtype
         pd = p if keep is None else _drop(p, keep, drop_scale)
-        dv = pd.swapaxes(-1, -2) @ g  # (..., Nk, dv)
-        ds = g @ v.swapaxes(-1, -2)  # dPd, (..., Nq, Nk)
+        dv = precision.matmul(pd.swapaxes(-1, -2), g, low, g.dtype)  # (..., Nk, dv)
+        ds = precision.matmul(g, v.swapaxes(-1, -2), low, g.dtype)  # dPd, (..., Nq, Nk)
         if keep is not None:
             ds = _drop(ds, keep, drop_scale)  # dP
         fused = kernels.get("softmax_backward", p.dtype) if get_array_module(g) is not np else None
@@ -55,8 +60,8 @@ class ScaledDotProductAttention(Function):
         else:
             ds -= (g * out).sum(axis=-1, keepdims=True)  # (..., Nq, 1) broadcast over keys
             ds *= p  # dS
-        dq = ds @ k
-        dk = ds.swapaxes(-1, -2) @ q  # (..., Nk, d)
+        dq = precision.matmul(ds, k, low, g.dtype)
+        dk = precision.matmul(ds.swapaxes(-1, -2), q, low, g.dtype)  # (..., Nk, d)
         if not fold:
             dq *= scale
             dk *= scale
@@ -65,14 +70,16 @@ class ScaledDotProductAttention(Function):
         return dq, dk, dv, None if bias_shape is None else unbroadcast(ds, bias_shape)
 
 
-def _softmax_weights(q, k, bias, scale):
-    """softmax(q k^T * scale + bias) over the keys, arrays in and out, computed in place in one (..., Nq, Nk) array.
+def _softmax_weights(q, k, bias, scale, dtype):
+    """softmax(q k^T * scale + bias) over the keys in ``dtype``, arrays in and out, in place in one (..., Nq, Nk) array.
+
+    The product runs in q and k's dtype (16-bit under mixed precision), the softmax in ``dtype``.
 
     On a GPU, the scale, the bias and the softmax are one kernel when the bias (if any)
     is one array for every leading index the kernel walks (its trailing axes are the logits').
     """
     xp = get_array_module(q)
-    p = q @ k.swapaxes(-1, -2)  # (..., Nq, Nk)
+    p = precision.matmul(q, k.swapaxes(-1, -2), k.dtype, dtype)  # (..., Nq, Nk)
     fused = kernels.get("softmax_forward", p.dtype) if xp is not np and _trailing(bias, p.shape) else None
     if fused is not None:
         return fused(p, scale, bias)
@@ -150,4 +157,4 @@ def attention_weights(q, k, bias=None, scale=None):
     k = as_tensor_like(k, (q,))
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     bias = None if bias is None else as_tensor_like(bias, (q,)).data
-    return Tensor(_softmax_weights(q.data, k.data, bias, scale))
+    return Tensor(_softmax_weights(*precision.lower(q.data, k.data), bias, scale, q.dtype))

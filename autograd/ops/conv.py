@@ -10,6 +10,7 @@ images are held as (C, H, W, B), batch innermost (see ``_pad``).
 """
 from __future__ import annotations
 
+from .. import precision
 from ..backend import get_array_module
 from ..engine import Function
 from .util import pair
@@ -87,7 +88,8 @@ class Conv2d(Function):
         xpad = _pad(x, padding, 0)                                          # (C_in, Hp, Wp, B)
         cols = _im2col(xpad, (kh, kw), stride).reshape(kh * kw * c_in, -1)  # (kh*kw*C_in, Ho*Wo*B)
         w2 = w.transpose(0, 2, 3, 1).reshape(c_out, -1)                     # (C_out, kh*kw*C_in) like cols
-        out = w2 @ cols                                                      # (C_out, Ho*Wo*B)
+        w2, cols = precision.lower(w2, cols)                                 # 16-bit under mixed precision
+        out = precision.matmul(w2, cols, w2.dtype, x.dtype)                  # (C_out, Ho*Wo*B)
         if bias:
             out += bias[0][:, None]
         out = out.reshape(c_out, ho, wo, batch).transpose(3, 0, 1, 2)      # (B, C_out, Ho, Wo)
@@ -105,8 +107,11 @@ class Conv2d(Function):
         _, _, ho, wo = g.shape
         g2 = g.transpose(1, 2, 3, 0).reshape(c_out, -1)                     # (C_out, Ho*Wo*B)
         cols = _im2col(xpad, (kh, kw), stride).reshape(kh * kw * c_in, -1)  # (kh*kw*C_in, Ho*Wo*B)
-        dw = (g2 @ cols.T).reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2)  # (C_out, C_in, kh, kw)
-        dcols = (w2.T @ g2).reshape(kh, kw, c_in, ho, wo, -1)               # (kh, kw, C_in, Ho, Wo, B)
+        # both products in the forward's precision: the cached w2's dtype
+        dw = precision.matmul(g2, cols.T, w2.dtype, g.dtype)                # (C_out, kh*kw*C_in)
+        dw = dw.reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2)          # (C_out, C_in, kh, kw)
+        dcols = precision.matmul(w2.T, g2, w2.dtype, g.dtype)               # (kh*kw*C_in, Ho*Wo*B)
+        dcols = dcols.reshape(kh, kw, c_in, ho, wo, -1)                     # (kh, kw, C_in, Ho, Wo, B)
         dx = _unpad(_col2im(dcols, xpad.shape, stride), padding, size)      # (B, C_in, H, W)
         grads = (dx, xp.ascontiguousarray(dw))
         return (*grads, g.sum(axis=(0, 2, 3))) if has_bias else grads

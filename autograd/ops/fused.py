@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .. import kernels
+from .. import kernels, precision
 from ..backend import get_array_module
 from ..engine import Function
 from ..tensor import as_tensor_like
@@ -41,7 +41,8 @@ class Linear(Function):
     @staticmethod
     def forward(x, weight, *bias, needs_input_grad=(False, False)):
         x2 = x.reshape(-1, x.shape[-1])  # (M, in): every leading dim is a row of one GEMM
-        out = x2 @ weight.T  # (M, out)
+        x2, weight = precision.lower(x2, weight)  # 16-bit under mixed precision; cached so for the backward
+        out = precision.matmul(x2, weight.T, weight.dtype, x.dtype)  # (M, out)
         if bias:
             out += bias[0]
         # keep only what the wanted gradients need: no input for a frozen weight, no
@@ -53,11 +54,12 @@ class Linear(Function):
     @staticmethod
     def backward(g, cache):
         # Y = X W^T + b  =>  dX = dY W,  dW = dY^T X,  db = sum over rows of dY;
-        # with all leading dims flattened into rows each is a single GEMM.
+        # with all leading dims flattened into rows each is a single GEMM, run in the
+        # forward's precision (the cached operands'), its results in dY's (float32).
         x2, weight, x_shape, needs = cache
         g2 = g.reshape(-1, g.shape[-1])  # (M, out)
-        dx = (g2 @ weight).reshape(x_shape) if needs[0] else None
-        dw = g2.T @ x2 if needs[1] else None  # (out, in)
+        dx = precision.matmul(g2, weight, weight.dtype, g.dtype).reshape(x_shape) if needs[0] else None
+        dw = precision.matmul(g2.T, x2, x2.dtype, g.dtype) if needs[1] else None  # (out, in)
         if len(needs) == 2:
             return dx, dw
         return dx, dw, g2.sum(axis=0) if needs[2] else None
