@@ -70,6 +70,7 @@ def linear(x, weight, bias=None):
 
 class LayerNorm(Function):
     takes_needs_input_grad = True
+    adds_to_first_grad = True  # a pre-norm block's residual stream: x's other gradient joins in the kernel
 
     @staticmethod
     def forward(x, *affine, eps, has_weight, has_bias, needs_input_grad=()):
@@ -114,7 +115,7 @@ class LayerNorm(Function):
         return out.reshape(x.shape), cache
 
     @staticmethod
-    def backward(g, cache):
+    def backward(g, cache, so_far=None):
         # y = xhat w + b, xhat = (x - mean) rstd. With dxhat = g w, differentiating
         # through mean and rstd (llm.c's layernorm.py) gives
         #   dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),
@@ -127,7 +128,7 @@ class LayerNorm(Function):
         dim = g.shape[-1]
         g2 = g.reshape(-1, dim)  # (M, D)
         if xp is not np:
-            return _layer_norm_gpu_backward(g2, x2, mean, rstd, weight, has_bias, needs, g.shape)
+            return _layer_norm_gpu_backward(g2, x2, mean, rstd, weight, has_bias, needs, g.shape, so_far)
         w_mean = xp.full(dim, 1.0 / dim, dtype=g.dtype) if weight is None else weight / dim
         dx = xp.empty(g2.shape, dtype=g.dtype) if needs[0] else None
         dw = xp.zeros(dim, dtype=g.dtype) if weight is not None and needs[1] else None
@@ -155,7 +156,7 @@ class LayerNorm(Function):
             xh *= b[:, None]
             d -= xh
             d *= rstd[r]
-        grads = [None if dx is None else dx.reshape(g.shape)]
+        grads = [_plus(so_far, None if dx is None else dx.reshape(g.shape))]
         if weight is not None:
             grads.append(dw)
         if has_bias:
@@ -191,21 +192,32 @@ def _layer_norm_whole(x2, weight, bias, eps, has_bias, needs, shape):
     return out.reshape(shape), cache
 
 
-def _layer_norm_gpu_backward(g2, x2, mean, rstd, weight, has_bias, needs, shape):
+def _plus(so_far, dx):
+    """``so_far + dx``, the engine's own sum (``adds_to_first_grad``), or whichever of the two there is."""
+    if so_far is None or dx is None:
+        return dx if so_far is None else so_far
+    return so_far + dx
+
+
+def _layer_norm_gpu_backward(g2, x2, mean, rstd, weight, has_bias, needs, shape, so_far=None):
     """LayerNorm's backward on a GPU: the kernel's when the forward's was (mean saved), else whole arrays.
 
-    The kernel gives all three gradients in two launches whichever are needed; should
-    its self-check have failed where the forward's passed, xhat is remade from the
-    kernel forward's mean and rstd.
+    The kernel gives all three gradients in two launches whichever are needed, adding x's
+    gradient ``so_far`` into dx as it writes it; should its self-check have failed where
+    the forward's passed, xhat is remade from the kernel forward's mean and rstd.
     """
     if mean is None:  # the CuPy forward: x2 is xhat
-        return _layer_norm_whole_backward(g2, x2, rstd, weight, has_bias, needs, shape)
+        dx, *rest = _layer_norm_whole_backward(g2, x2, rstd, weight, has_bias, needs, shape)
+        return (_plus(so_far, dx), *rest)
     fused = kernels.get("layer_norm_backward", g2.dtype)
     if fused is not None:
-        dx, dw, db = fused(g2, x2, mean, rstd, weight)
-        return dx.reshape(shape) if needs[0] else None, dw if needs[1] else None, db if needs[2] else None
+        add = so_far is not None and needs[0] and so_far.dtype == g2.dtype
+        dx, dw, db = fused(g2, x2, mean, rstd, weight, so_far.reshape(g2.shape) if add else None)
+        dx = dx.reshape(shape) if needs[0] else None
+        return dx if add else _plus(so_far, dx), dw if needs[1] else None, db if needs[2] else None
     xh = layer_norm_xhat(x2, mean, rstd)
-    return _layer_norm_whole_backward(g2, xh, rstd.astype(x2.dtype)[:, None], weight, has_bias, needs, shape)
+    dx, *rest = _layer_norm_whole_backward(g2, xh, rstd.astype(x2.dtype)[:, None], weight, has_bias, needs, shape)
+    return (_plus(so_far, dx), *rest)
 
 
 def layer_norm_xhat(x2, mean, rstd):
