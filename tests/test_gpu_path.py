@@ -205,8 +205,9 @@ def test_the_kernels_train_as_the_cupy_path_does(gpu, monkeypatch):
 
     monkeypatch.setattr(gpu, "as_one_launch", noted)
     with_kernels = trained()
-    assert ran >= {"layer_norm_forward", "layer_norm_backward", "gelu_forward", "gelu_backward", "softmax_forward",
-                   "softmax_backward", "adamw_step"}
+    assert ran >= {"layer_norm_forward", "layer_norm_backward", "bias_gelu_forward", "gelu_backward",
+                   "bias_residual_forward", "softmax_forward", "softmax_backward", "cross_entropy_forward",
+                   "cross_entropy_backward", "adamw_step"}
     kernels.disable()
     try:
         without = trained()

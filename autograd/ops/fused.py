@@ -63,9 +63,77 @@ class Linear(Function):
         return dx, dw, g2.sum(axis=0) if needs[2] else None
 
 
-def linear(x, weight, bias=None):
-    """x @ weight.T + bias, weight ``(out, in)`` as in PyTorch, x ``(..., in)``."""
-    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
+def linear(x, weight, bias=None, *, activation=None, residual=None):
+    """x @ weight.T + bias, weight ``(out, in)`` as in PyTorch, x ``(..., in)``.
+
+    ``activation="gelu"`` (or ``"gelu_tanh"``) applies GELU to that, ``residual`` (an
+    array of the output's shape) is added to it: the same numbers as ``gelu(linear(...))``
+    or ``residual + linear(...)``, as one op, so that on a GPU the bias and what follows
+    it are one kernel after the GEMM (autograd/kernels/epilogue.py). One of the two at most.
+    """
+    if activation is None and residual is None:
+        return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
+    if activation not in (None, "gelu", "gelu_tanh") or (activation is not None and residual is not None):
+        raise ValueError(f"linear takes activation 'gelu' or 'gelu_tanh', or a residual, not both; got {activation!r}")
+    if residual is not None and tuple(residual.shape) != tuple(x.shape[:-1]) + (weight.shape[0],):
+        raise ValueError(f"residual of shape {residual.shape} for a linear output of shape "
+                         f"{tuple(x.shape[:-1]) + (weight.shape[0],)}")
+    if bias is None:
+        out = Linear.apply(x, weight)
+        return gelu(out, _APPROXIMATE[activation]) if residual is None else residual + out
+    inputs = (x, weight, bias) if residual is None else (x, weight, bias, residual)
+    return LinearEpilogue.apply(*inputs, activation=activation)
+
+
+_APPROXIMATE = {"gelu": "none", "gelu_tanh": "tanh"}
+
+
+class LinearEpilogue(Function):
+    takes_needs_input_grad = True
+
+    @staticmethod
+    def forward(x, weight, bias, *residual, activation, needs_input_grad):
+        # Linear, then Gelu or the residual's Add, their own forwards in their order (so the
+        # CPU's numbers are theirs); on a GPU with the epilogue kernels, the GEMM alone and
+        # then one kernel for the bias and what follows it.
+        fused = _epilogue_kernel(x, weight, bias, residual, activation)
+        if fused is None:
+            out, linear_cache = Linear.forward(x, weight, bias, needs_input_grad=needs_input_grad[:3])
+            if residual:
+                return residual[0] + out, (linear_cache, None, True, False, needs_input_grad)
+            out, gelu_cache = Gelu.forward(out, _APPROXIMATE[activation], needs_input_grad=(any(needs_input_grad),))
+            return out, (linear_cache, gelu_cache, False, False, needs_input_grad)
+        y, linear_cache = Linear.forward(x, weight, needs_input_grad=needs_input_grad[:2])  # (..., out), no bias
+        y2 = y.reshape(-1, y.shape[-1])
+        if residual:
+            out = fused(y2, bias, residual[0].reshape(y2.shape))
+            return out.reshape(y.shape), (linear_cache, None, True, True, needs_input_grad)
+        z, out = fused(y2, bias, _APPROXIMATE[activation])
+        gelu_cache = (None, z.reshape(y.shape), _APPROXIMATE[activation])  # Gelu's cache after its kernel: z itself
+        return out.reshape(y.shape), (linear_cache, gelu_cache, False, True, needs_input_grad)
+
+    @staticmethod
+    def backward(g, cache):
+        # out = f(z), z = x W^T + b: dz = g f'(z) (GELU's backward; the identity for the
+        # residual add, whose own gradient is g), then Linear's backward from dz. Where
+        # the bias was the kernel's, db = sum over rows of dz, as in Linear.backward.
+        linear_cache, gelu_cache, has_residual, bias_apart, needs = cache
+        dz = g if gelu_cache is None else Gelu.backward(g, gelu_cache)
+        if bias_apart:
+            dx, dw = Linear.backward(dz, linear_cache)
+            db = dz.reshape(-1, dz.shape[-1]).sum(axis=0) if needs[2] else None
+        else:
+            dx, dw, db = Linear.backward(dz, linear_cache)
+        return (dx, dw, db, g) if has_residual else (dx, dw, db)
+
+
+def _epilogue_kernel(x, weight, bias, residual, activation):
+    """The epilogue kernel for ``LinearEpilogue`` on a GPU when every array is in x's dtype, else None."""
+    if get_array_module(x) is np or not weight.dtype == bias.dtype == x.dtype:
+        return None
+    if residual:
+        return kernels.get("bias_residual_forward", x.dtype) if residual[0].dtype == x.dtype else None
+    return kernels.get("bias_gelu_forward", x.dtype)
 
 
 class LayerNorm(Function):
