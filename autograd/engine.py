@@ -86,6 +86,11 @@ class Function:
     takes_needs_input_grad = False
     # Ops whose forward returns a tuple of arrays, one tensor each (see the module docstring).
     multiple_outputs = False
+    # Ops whose backward can add the gradient of their first input to what that input has
+    # received so far, in the pass that makes it (a GPU kernel then spares the engine's add),
+    # set this True: their backward then also gets ``so_far`` (that gradient, or None) and
+    # returns the sum for the first input. A residual stream's layer norm is one.
+    adds_to_first_grad = False
 
     @staticmethod
     def forward(*arrays, **params):
@@ -166,7 +171,10 @@ def backward(self: Tensor, grad=None, retain_graph=False) -> None:
             g = None if all(s is None for s in slots) else tuple(slots)
         if g is None:
             continue
-        in_grads = node.fn.backward(g, node.cache)
+        if node.fn.adds_to_first_grad:
+            in_grads = node.fn.backward(g, node.cache, grads.pop(id(node.inputs[0]), None))
+        else:
+            in_grads = node.fn.backward(g, node.cache)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
         for inp, ig in zip(node.inputs, in_grads):

@@ -120,8 +120,12 @@ class Attention(Module):
         # unbinding before the transpose keeps the gradient of qkv one contiguous write
         return [t.transpose(0, 2, 1, 3) for t in unbind(qkv, axis=2)]       # (B, H, N, d) each
 
-    def forward(self, x, position_bias=None):
-        """``position_bias``: None, or a function of the queries (B, H, N, d) giving logits to add (B, H, N, N)."""
+    def forward(self, x, position_bias=None, residual=None):
+        """``position_bias``: None, or a function of the queries (B, H, N, d) giving logits to add (B, H, N, N).
+
+        ``residual`` (B, N, D): returned plus the output, the add folded into the projection
+        (one kernel with its bias on a GPU) unless dropout comes between them.
+        """
         B, N, D = x.shape
         q, k, v = self._heads(x)
         bias = None if position_bias is None else position_bias(q)          # (B, H, N, N)
@@ -129,7 +133,10 @@ class Attention(Module):
             q, k, v, bias=bias, dropout_p=self.attn_drop, training=self.training, generator=self.generator,
         )
         out = out.transpose(0, 2, 1, 3).reshape(B, N, D)                    # (B, N, D)
-        return self.proj_drop(self.proj(out))
+        if residual is not None and not _dropping(self.proj_drop):
+            return linear(out, self.proj.weight, self.proj.bias, residual=residual)
+        out = self.proj_drop(self.proj(out))
+        return out if residual is None else residual + out
 
     @no_grad()
     def weights(self, x, position_bias=None):
@@ -149,8 +156,18 @@ class Mlp(Module):
         self.fc2 = Linear(hidden, dim)
         self.drop2 = Dropout(drop)
 
-    def forward(self, x):
-        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))    # (B, N, hidden) -> (B, N, D)
+    def forward(self, x, residual=None):
+        """(B, N, D) -> (B, N, D), plus ``residual`` if given (as ``Attention.forward``).
+
+        Without dropout, fc1's bias and GELU, and fc2's bias and the residual add, are each
+        one op with their layer's GEMM (one kernel after it on a GPU).
+        """
+        if _dropping(self.drop1) or _dropping(self.drop2):
+            out = self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))  # (B, N, hidden) -> (B, N, D)
+            return out if residual is None else residual + out
+        gelu = "gelu_tanh" if self.act.approximate == "tanh" else "gelu"
+        h = linear(x, self.fc1.weight, self.fc1.bias, activation=gelu)     # (B, N, hidden)
+        return linear(h, self.fc2.weight, self.fc2.bias, residual=residual)  # (B, N, D)
 
 
 class Block(Module):
@@ -166,8 +183,17 @@ class Block(Module):
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x, position_bias=None):
-        x = x + self.drop_path1(self.attn(self.norm1(x), position_bias))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        if _dropping(self.drop_path1) or _dropping(self.drop_path2):  # stochastic depth drops whole branches
+            x = x + self.drop_path1(self.attn(self.norm1(x), position_bias))
+            return x + self.drop_path2(self.mlp(self.norm2(x)))
+        # the same sums with each residual add inside its branch's last layer (one kernel on a GPU)
+        x = self.attn(self.norm1(x), position_bias, residual=x)           # z'_l = MSA(LN(z_{l-1})) + z_{l-1}
+        return self.mlp(self.norm2(x), residual=x)                          # z_l = MLP(LN(z'_l)) + z'_l
+
+
+def _dropping(drop) -> bool:
+    """Whether a Dropout or DropPath module drops anything now: training, with p > 0."""
+    return drop.training and drop.p > 0
 
 
 class PreLogits(Module):

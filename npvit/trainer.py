@@ -72,20 +72,24 @@ class NonFiniteLoss(Exception):
 
 
 # --- the loss of each mode -------------------------------------------------------------
-def classification_loss(model, inputs, targets, labels, generator):
-    """Cross-entropy of the logits against ``targets`` (labels, or their smoothed and mixed
-    distributions), and how many of ``labels`` the model predicts: ``(loss, correct, count)``."""
+def classification_loss(model, inputs, targets, labels, generator, label_smoothing=0.0):
+    """Cross-entropy of the logits against ``targets``, and how many of ``labels`` the model
+    predicts: ``(loss, correct, count)``. ``targets`` are labels, smoothed here by
+    ``label_smoothing``, or distributions, which ``Augment`` has smoothed and mixed already."""
     logits = model(inputs)
     correct = (logits.data.argmax(axis=-1) == labels).sum()
-    return ops.cross_entropy(logits, targets), correct, labels.shape[0]
+    smoothing = 0.0 if targets.dtype.kind == "f" else label_smoothing
+    return ops.cross_entropy(logits, targets, smoothing), correct, labels.shape[0]
 
 
-def mode_loss(cfg: TrainConfig, mean, std):
+def mode_loss(cfg: TrainConfig, mean, std, training=False):
     """The loss of the run's mode, one function of ``(model, inputs, targets, labels, generator)``
-    giving ``(loss, correct, count)``; ``mean`` and ``std`` are the data's normalisation."""
+    giving ``(loss, correct, count)``; ``mean`` and ``std`` are the data's normalisation.
+    ``training``: the training step's, which smooths labels by the run's label smoothing (the
+    targets a GPU's unmixed batch gets from ``Augment``); the evaluation's never smooths."""
     if cfg.mode == "mpp":
         return partial(mpp.loss, mean=mean, std=std, mask_ratio=cfg.mpp_mask_ratio)
-    return classification_loss
+    return partial(classification_loss, label_smoothing=cfg.label_smoothing) if training else classification_loss
 
 
 # --- building the pieces --------------------------------------------------------------
@@ -231,6 +235,7 @@ class Trainer:
             label_smoothing=cfg.label_smoothing, mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix,
         )
         self.loss = mode_loss(cfg, train.mean, train.std)
+        self.train_loss = mode_loss(cfg, train.mean, train.std, training=True)
         to_dev = lambda a: backend.to_device(a, self.device)  # noqa: E731
         if len(train) < cfg.batch_size:
             raise TrainError(f"the training set has {len(train)} examples, fewer than one batch of {cfg.batch_size}; "
@@ -283,7 +288,7 @@ class Trainer:
         """
         inputs, targets = self.augment(x, y, gen)
         n = self.rows.stop - self.rows.start
-        return self.loss(self.model, inputs[:n], targets[:n], y[:n], gen)
+        return self.train_loss(self.model, inputs[:n], targets[:n], y[:n], gen)
 
     def train_step(self, batch) -> tuple:
         """One optimizer step on this process's rows of a global batch.

@@ -392,6 +392,29 @@ def np_linear(x, w, b=None):
 
 
 @st.composite
+def linear_epilogue_example(draw):
+    """x, weight, bias and, for the residual form, a residual of the output's shape; the form drawn."""
+    lead = draw(shapes(min_dims=1, max_dims=2, max_side=3))
+    n_in, n_out = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    form = draw(st.sampled_from(["gelu", "gelu_tanh", "residual"]))
+    inputs = [draw(arrays(lead + (n_in,))), draw(arrays((n_out, n_in))), draw(arrays((n_out,)))]
+    if form == "residual":
+        inputs.append(draw(arrays(lead + (n_out,))))
+    return Example(inputs, {"form": form}, grad=draw(needs_grad((True,) * len(inputs))))
+
+
+def linear_epilogue_call(x, w, b, *residual, form):
+    return ops.linear(x, w, b, residual=residual[0]) if residual else ops.linear(x, w, b, activation=form)
+
+
+def np_linear_epilogue(x, w, b, *residual, form):
+    out = np_linear(x, w, b)
+    if residual:
+        return residual[0] + out
+    return np_gelu(out, "tanh" if form == "gelu_tanh" else None)
+
+
+@st.composite
 def norm_example(draw, group=False):
     """Inputs and affine parameters of layer norm or group norm, each affine part present or not, eps drawn."""
     if group:
@@ -533,6 +556,8 @@ def np_drop(per_sample):
 
 FUSED = [
     Op("linear", (ops.linear, fused.Linear), linear_example(), ops.linear, np_linear),
+    Op("linear_epilogue", (fused.LinearEpilogue,), linear_epilogue_example(), linear_epilogue_call,
+       np_linear_epilogue, rtol=1e-9, atol=1e-14),
     Op("layer_norm", (ops.layer_norm, fused.LayerNorm), norm_example(), norm_call(ops.layer_norm), np_layer_norm,
        rtol=1e-9),
     Op("gelu", (ops.gelu, fused.Gelu), unary_example(approximate=st.sampled_from([None, "none", "tanh"])),

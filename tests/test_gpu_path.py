@@ -132,10 +132,10 @@ def test_analyze_and_bench_run_on_the_device(gpu, tmp_path, capsys):
 
 
 LAUNCH_BUDGET = 1200  # issue 14: per steady-state step of vit_cifar_tiny, CuPy's own operations only
-KERNEL_LAUNCH_BUDGET = 480  # issue 15: with the fused kernels of autograd/kernels, each one launch
-# RandAugment on the recipe's batch, beyond the crop and flip (113 measured); the kernel
-# budget above is met only without it so far (issue 15 asks for 450 with it).
-RANDAUGMENT_LAUNCHES = 120
+KERNEL_LAUNCH_BUDGET = 405  # issue 15: with the fused kernels of autograd/kernels, each one launch (396 measured)
+# RandAugment 2 on the recipe's batch, beyond the crop and flip (102 measured: 498 in all);
+# issue 15 asks for 450 in all with it, not met yet (BENCHMARKS.md).
+RANDAUGMENT_LAUNCHES = 110
 RECIPE_BATCH = 128  # the cifar10 recipe's batch: large enough that every RandAugment op is drawn in a step
 
 
@@ -235,8 +235,9 @@ def test_the_kernels_train_as_the_cupy_path_does(gpu, monkeypatch):
 
     monkeypatch.setattr(gpu, "as_one_launch", noted)
     with_kernels = trained()
-    assert ran >= {"layer_norm_forward", "layer_norm_backward", "gelu_forward", "gelu_backward", "softmax_forward",
-                   "softmax_backward", "adamw_step"}
+    assert ran >= {"layer_norm_forward", "layer_norm_backward", "bias_gelu_forward", "gelu_backward",
+                   "bias_residual_forward", "softmax_forward", "softmax_backward", "cross_entropy_forward",
+                   "cross_entropy_backward", "adamw_step"}
     kernels.disable()
     try:
         without = trained()

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from autograd import Tensor, backend, kernels, ops, optim
-from autograd.kernels import cross_entropy, dropout, gelu, layer_norm, registry, softmax
+from autograd.kernels import cross_entropy, dropout, epilogue, gelu, layer_norm, registry, softmax
 from autograd.kernels import optim as koptim
 from autograd.ops.fused import DropMask
 from checking import outputs_and_grads, upstream
@@ -108,6 +108,26 @@ def test_layer_norm_twins_are_ops_layer_norm():
     for got, want in zip(layer_norm.layer_norm_backward(upstream(out.shape, x.dtype), x, mean, rstd, w),
                          (dx, dw, db)):
         _close(got, want)
+
+
+def test_the_layer_norm_backward_twin_adds_the_residual_streams_gradient():
+    rng = _rng()
+    x, w, b = rng.standard_normal((3, 5, 8)) + 1, rng.standard_normal(8), rng.standard_normal(8)
+    out, (dx, dw, db) = outputs_and_grads(lambda x, w, b: x + ops.layer_norm(x, w, b, eps=1e-5), [x, w, b])
+    _, mean, rstd = layer_norm.layer_norm_forward(x, w, b, 1e-5)
+    g = upstream(out.shape, x.dtype)
+    for got, want in zip(layer_norm.layer_norm_backward(g, x, mean, rstd, w, g), (dx, dw, db)):
+        _close(got, want)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_the_epilogue_twins_are_the_ops_they_fold(approximate):
+    rng = _rng()
+    y, b, r = rng.normal(0, 3, (4, 9)), rng.standard_normal(9), rng.standard_normal((4, 9))
+    z, out = epilogue.bias_gelu_forward(y, b, approximate)
+    _close(z, y + b)
+    _close(out, ops.gelu(Tensor(y + b), approximate).data)
+    _close(epilogue.bias_residual_forward(y, b, r), r + (y + b))
 
 
 def test_softmax_twins_are_ops_softmax_of_the_scaled_masked_logits():
@@ -353,6 +373,15 @@ WIRED = {  # op on Tensors, float32 inputs (integer ones are constants), the ker
     "attention_dropout": (lambda q, k, v: ops.scaled_dot_product_attention(
         q, k, v, dropout_p=0.3, generator=backend.generator(2, device="gpu")),
         (_f32(2, 3, 7, 16), _f32(2, 3, 7, 16, seed=1), _f32(2, 3, 7, 16, seed=2)), {"softmax_backward"}),
+    "layer_norm_residual": (lambda x, w, b: x + ops.layer_norm(x, w, b), (_f32(2, 5, 48), 1 + _f32(48, seed=1),
+                                                                            _f32(48, seed=2)),
+                            {"layer_norm_forward", "layer_norm_backward"}),
+    **{f"linear_{form}": ((lambda form: lambda x, w, b: ops.linear(x, w, b, activation=form))(form),
+                          (_f32(2, 5, 12), _f32(7, 12, seed=1), _f32(7, seed=2)), {"bias_gelu_forward", "gelu_backward"})
+       for form in ("gelu", "gelu_tanh")},
+    "linear_residual": (lambda x, w, b, r: ops.linear(x, w, b, residual=r),
+                        (_f32(2, 5, 12), _f32(7, 12, seed=1), _f32(7, seed=2), _f32(2, 5, 7, seed=3)),
+                        {"bias_residual_forward"}),
     **{f"cross_entropy_{r}": ((lambda r: lambda z, y: ops.cross_entropy(z, y, label_smoothing=0.1, reduction=r))(r),
                               (3 * _f32(6, 10), _LABELS), {"cross_entropy_forward", "cross_entropy_backward"})
        for r in ("mean", "sum", "none")},

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from autograd import Tensor, gradcheck, no_grad, ops
 from autograd.backend import generator, global_generator, manual_seed
 from autograd.ops import util
-from checking import assert_matches_torch, assert_same, torch_or_skip
+from checking import assert_matches_torch, assert_same, outputs_and_grads, torch_or_skip
 from strategies import arrays, shapes
 
 
@@ -51,6 +51,36 @@ def test_linear_with_any_inputs_frozen(x_grad, w_grad, b_grad, data):
             np.testing.assert_allclose(t.grad, ref, rtol=1e-12)
         else:
             assert t.grad is None
+
+
+@pytest.mark.parametrize("form", ["gelu", "gelu_tanh", "residual"])
+def test_linear_with_an_epilogue_is_bit_for_bit_the_ops_it_folds(form):
+    # the model's blocks call these on the CPU too: its numbers must be those of the separate ops
+    rng = np.random.default_rng(3)
+    x, w, b, r = (rng.standard_normal(s).astype(np.float32) for s in ((2, 5, 6), (4, 6), (4,), (2, 5, 4)))
+    if form == "residual":
+        fused = lambda x, w, b, r: ops.linear(x, w, b, residual=r)  # noqa: E731
+        separate = lambda x, w, b, r: r + ops.linear(x, w, b)  # noqa: E731
+    else:
+        approximate = "tanh" if form == "gelu_tanh" else "none"
+        fused = lambda x, w, b, r: ops.linear(x, w, b, activation=form) + r  # noqa: E731
+        separate = lambda x, w, b, r: ops.gelu(ops.linear(x, w, b), approximate) + r  # noqa: E731
+    got, want = outputs_and_grads(fused, [x, w, b, r]), outputs_and_grads(separate, [x, w, b, r])
+    np.testing.assert_array_equal(got[0], want[0])
+    for a, c in zip(got[1], want[1]):
+        np.testing.assert_array_equal(a, c)
+    gradcheck(fused, [a.astype(np.float64) for a in (x, w, b, r)])
+
+
+def test_linear_takes_one_epilogue_of_the_output_shape():
+    x, w = Tensor(np.ones((2, 3))), Tensor(np.ones((4, 3)))
+    with pytest.raises(ValueError, match="not both"):
+        ops.linear(x, w, activation="gelu", residual=Tensor(np.ones((2, 4))))
+    with pytest.raises(ValueError, match="not both"):
+        ops.linear(x, w, activation="relu")
+    with pytest.raises(ValueError, match="residual of shape"):
+        ops.linear(x, w, residual=Tensor(np.ones((2, 3))))
+    np.testing.assert_array_equal(ops.linear(x, w, residual=Tensor(np.ones((2, 4)))).data, np.full((2, 4), 4.0))
 
 
 # --- layer norm ---------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Forward: one block per row of D, the mean and then the variance of the centred row
 (two passes over a row that sits in L1, not the cancelling E[x^2] - E[x]^2), the row's
-mean and rstd saved in float32. Backward: the input gradient one block per row; the
+mean and rstd saved in float32. Backward: the input gradient one block per row (with the
+gradient x has from elsewhere, a residual stream's, added as it is written); the
 weight and bias gradients, sums over all rows, a second kernel whose 32 x 8 blocks give
 each thread a column and a stride of rows, so a warp reads 32 neighbouring columns.
 Twins: LayerNorm.forward / backward of ops/fused.py.
@@ -30,9 +31,11 @@ extern "C" __global__ void NAME(layer_norm_forward)(const scalar_t* x, const sca
     if (threadIdx.x == 0) { mean[blockIdx.x] = mu; rstd[blockIdx.x] = rs; }
 }
 
-// dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = g w (derivation in ops/fused.py)
+// dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = g w (derivation in ops/fused.py),
+// plus, when has_add, the gradient x has from elsewhere (a residual stream's own), added as dx is written
 extern "C" __global__ void NAME(layer_norm_backward_dx)(const scalar_t* g, const scalar_t* x, const float* mean,
-                                                        const float* rstd, const scalar_t* w, scalar_t* dx, int d) {
+                                                        const float* rstd, const scalar_t* w, const scalar_t* add,
+                                                        int has_add, scalar_t* dx, int d) {
     long long base = blockIdx.x * (long long)d;
     float mu = mean[blockIdx.x], rs = rstd[blockIdx.x];
     float a = 0.0f, b = 0.0f;
@@ -45,7 +48,8 @@ extern "C" __global__ void NAME(layer_norm_backward_dx)(const scalar_t* g, const
     b = block_sum(b) / d;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
         float xh = (ld(x[base + j]) - mu) * rs;
-        st(&dx[base + j], rs * (ld(g[base + j]) * ld(w[j]) - a - xh * b));
+        float other = has_add ? ld(add[base + j]) : 0.0f;
+        st(&dx[base + j], other + rs * (ld(g[base + j]) * ld(w[j]) - a - xh * b));
     }
 }
 
@@ -89,14 +93,16 @@ def layer_norm_forward(x, weight, bias, eps=1e-6):
     return out.astype(x.dtype).reshape(x.shape), mean[:, 0], rstd[:, 0]
 
 
-def layer_norm_backward(g, x, mean, rstd, weight):
-    """(dx, dweight, dbias) of layer norm from the forward's mean and rstd; the twin (the op's GPU fallback),
-    in float32 at least."""
+def layer_norm_backward(g, x, mean, rstd, weight, add=None):
+    """(dx, dweight, dbias) of layer norm from the forward's mean and rstd, ``add`` (x's gradient from
+    elsewhere, or None) added to dx; the twin (the op's GPU fallback), in float32 at least."""
     d, work = x.shape[-1], np.promote_types(x.dtype, np.float32)
     xh = fused.layer_norm_xhat(x.reshape(-1, d).astype(work), mean, rstd)
-    grads = fused._layer_norm_whole_backward(g.reshape(-1, d).astype(work), xh, rstd[:, None].astype(work),
-                                             weight.astype(work), True, (True, True, True), x.shape)
-    return tuple(a.astype(x.dtype) for a in grads)
+    dx, dw, db = fused._layer_norm_whole_backward(g.reshape(-1, d).astype(work), xh, rstd[:, None].astype(work),
+                                                  weight.astype(work), True, (True, True, True), x.shape)
+    if add is not None:
+        dx = add.astype(work) + dx
+    return tuple(a.astype(x.dtype) for a in (dx, dw, db))
 
 
 def _launch_forward(function, x, weight, bias, eps=1e-6):
@@ -110,12 +116,14 @@ def _launch_forward(function, x, weight, bias, eps=1e-6):
     return out, mean, rstd
 
 
-def _launch_backward(function, g, x, mean, rstd, weight):
+def _launch_backward(function, g, x, mean, rstd, weight, add=None):
     xp = get_array_module(x)
     g, x = xp.ascontiguousarray(g), xp.ascontiguousarray(x)
     d, m = x.shape[-1], x.size // x.shape[-1]
     dx, dw, db = xp.empty_like(x), xp.empty(d, dtype=x.dtype), xp.empty(d, dtype=x.dtype)
-    function(x.dtype, "layer_norm_backward_dx")((m,), (row_threads(d),), (g, x, mean, rstd, weight, dx, np.int32(d)))
+    other = g if add is None else xp.ascontiguousarray(add)  # any pointer when there is nothing to add
+    function(x.dtype, "layer_norm_backward_dx")((m,), (row_threads(d),), (
+        g, x, mean, rstd, weight, other, np.int32(add is not None), dx, np.int32(d)))
     function(x.dtype, "layer_norm_backward_dwdb")(((d + 31) // 32,), (32, 8), (g, x, mean, rstd, dw, db,
                                                                               np.int64(m), np.int32(d)))
     return dx, dw, db
@@ -138,6 +146,8 @@ def _sample_backward(rng, dtype):
         _, mean, rstd = layer_norm_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
         g = rng.standard_normal(shape).astype(dtype)
         cases.append((g, x, mean.astype(np.float32), rstd.astype(np.float32), w))
+    g, x, mean, rstd, w = cases[0]
+    cases.append((g, x, mean, rstd, w, rng.standard_normal(g.shape).astype(dtype)))  # a residual's gradient joins dx
     return cases
 
 

@@ -65,13 +65,82 @@ class Linear(Function):
         return dx, dw, g2.sum(axis=0) if needs[2] else None
 
 
-def linear(x, weight, bias=None):
-    """x @ weight.T + bias, weight ``(out, in)`` as in PyTorch, x ``(..., in)``."""
-    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
+def linear(x, weight, bias=None, *, activation=None, residual=None):
+    """x @ weight.T + bias, weight ``(out, in)`` as in PyTorch, x ``(..., in)``.
+
+    ``activation="gelu"`` (or ``"gelu_tanh"``) applies GELU to that, ``residual`` (an
+    array of the output's shape) is added to it: the same numbers as ``gelu(linear(...))``
+    or ``residual + linear(...)``, as one op, so that on a GPU the bias and what follows
+    it are one kernel after the GEMM (autograd/kernels/epilogue.py). One of the two at most.
+    """
+    if activation is None and residual is None:
+        return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
+    if activation not in (None, "gelu", "gelu_tanh") or (activation is not None and residual is not None):
+        raise ValueError(f"linear takes activation 'gelu' or 'gelu_tanh', or a residual, not both; got {activation!r}")
+    if residual is not None and tuple(residual.shape) != tuple(x.shape[:-1]) + (weight.shape[0],):
+        raise ValueError(f"residual of shape {residual.shape} for a linear output of shape "
+                         f"{tuple(x.shape[:-1]) + (weight.shape[0],)}")
+    if bias is None:
+        out = Linear.apply(x, weight)
+        return gelu(out, _APPROXIMATE[activation]) if residual is None else residual + out
+    inputs = (x, weight, bias) if residual is None else (x, weight, bias, residual)
+    return LinearEpilogue.apply(*inputs, activation=activation)
+
+
+_APPROXIMATE = {"gelu": "none", "gelu_tanh": "tanh"}
+
+
+class LinearEpilogue(Function):
+    takes_needs_input_grad = True
+
+    @staticmethod
+    def forward(x, weight, bias, *residual, activation, needs_input_grad):
+        # Linear, then Gelu or the residual's Add, their own forwards in their order (so the
+        # CPU's numbers are theirs); on a GPU with the epilogue kernels, the GEMM alone and
+        # then one kernel for the bias and what follows it.
+        fused = _epilogue_kernel(x, weight, bias, residual, activation)
+        if fused is None:
+            out, linear_cache = Linear.forward(x, weight, bias, needs_input_grad=needs_input_grad[:3])
+            if residual:
+                return residual[0] + out, (linear_cache, None, True, False, needs_input_grad)
+            out, gelu_cache = Gelu.forward(out, _APPROXIMATE[activation], needs_input_grad=(any(needs_input_grad),))
+            return out, (linear_cache, gelu_cache, False, False, needs_input_grad)
+        y, linear_cache = Linear.forward(x, weight, needs_input_grad=needs_input_grad[:2])  # (..., out), no bias
+        y2 = y.reshape(-1, y.shape[-1])
+        if residual:
+            out = fused(y2, bias, residual[0].reshape(y2.shape))
+            return out.reshape(y.shape), (linear_cache, None, True, True, needs_input_grad)
+        z, out = fused(y2, bias, _APPROXIMATE[activation])
+        gelu_cache = (None, z.reshape(y.shape), _APPROXIMATE[activation])  # Gelu's cache after its kernel: z itself
+        return out.reshape(y.shape), (linear_cache, gelu_cache, False, True, needs_input_grad)
+
+    @staticmethod
+    def backward(g, cache):
+        # out = f(z), z = x W^T + b: dz = g f'(z) (GELU's backward; the identity for the
+        # residual add, whose own gradient is g), then Linear's backward from dz. Where
+        # the bias was the kernel's, db = sum over rows of dz, as in Linear.backward.
+        linear_cache, gelu_cache, has_residual, bias_apart, needs = cache
+        dz = g if gelu_cache is None else Gelu.backward(g, gelu_cache)
+        if bias_apart:
+            dx, dw = Linear.backward(dz, linear_cache)
+            db = dz.reshape(-1, dz.shape[-1]).sum(axis=0) if needs[2] else None
+        else:
+            dx, dw, db = Linear.backward(dz, linear_cache)
+        return (dx, dw, db, g) if has_residual else (dx, dw, db)
+
+
+def _epilogue_kernel(x, weight, bias, residual, activation):
+    """The epilogue kernel for ``LinearEpilogue`` on a GPU when every array is in x's dtype, else None."""
+    if get_array_module(x) is np or not weight.dtype == bias.dtype == x.dtype:
+        return None
+    if residual:
+        return kernels.get("bias_residual_forward", x.dtype) if residual[0].dtype == x.dtype else None
+    return kernels.get("bias_gelu_forward", x.dtype)
 
 
 class LayerNorm(Function):
     takes_needs_input_grad = True
+    adds_to_first_grad = True  # a pre-norm block's residual stream: x's other gradient joins in the kernel
 
     @staticmethod
     def forward(x, *affine, eps, has_weight, has_bias, needs_input_grad=()):
@@ -116,7 +185,7 @@ class LayerNorm(Function):
         return out.reshape(x.shape), cache
 
     @staticmethod
-    def backward(g, cache):
+    def backward(g, cache, so_far=None):
         # y = xhat w + b, xhat = (x - mean) rstd. With dxhat = g w, differentiating
         # through mean and rstd (llm.c's layernorm.py) gives
         #   dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),
@@ -129,7 +198,7 @@ class LayerNorm(Function):
         dim = g.shape[-1]
         g2 = g.reshape(-1, dim)  # (M, D)
         if xp is not np:
-            return _layer_norm_gpu_backward(g2, x2, mean, rstd, weight, has_bias, needs, g.shape)
+            return _layer_norm_gpu_backward(g2, x2, mean, rstd, weight, has_bias, needs, g.shape, so_far)
         w_mean = xp.full(dim, 1.0 / dim, dtype=g.dtype) if weight is None else weight / dim
         dx = xp.empty(g2.shape, dtype=g.dtype) if needs[0] else None
         dw = xp.zeros(dim, dtype=g.dtype) if weight is not None and needs[1] else None
@@ -157,7 +226,7 @@ class LayerNorm(Function):
             xh *= b[:, None]
             d -= xh
             d *= rstd[r]
-        grads = [None if dx is None else dx.reshape(g.shape)]
+        grads = [_plus(so_far, None if dx is None else dx.reshape(g.shape))]
         if weight is not None:
             grads.append(dw)
         if has_bias:
@@ -193,21 +262,32 @@ def _layer_norm_whole(x2, weight, bias, eps, has_bias, needs, shape):
     return out.reshape(shape), cache
 
 
-def _layer_norm_gpu_backward(g2, x2, mean, rstd, weight, has_bias, needs, shape):
+def _plus(so_far, dx):
+    """``so_far + dx``, the engine's own sum (``adds_to_first_grad``), or whichever of the two there is."""
+    if so_far is None or dx is None:
+        return dx if so_far is None else so_far
+    return so_far + dx
+
+
+def _layer_norm_gpu_backward(g2, x2, mean, rstd, weight, has_bias, needs, shape, so_far=None):
     """LayerNorm's backward on a GPU: the kernel's when the forward's was (mean saved), else whole arrays.
 
-    The kernel gives all three gradients in two launches whichever are needed; should
-    its self-check have failed where the forward's passed, xhat is remade from the
-    kernel forward's mean and rstd.
+    The kernel gives all three gradients in two launches whichever are needed, adding x's
+    gradient ``so_far`` into dx as it writes it; should its self-check have failed where
+    the forward's passed, xhat is remade from the kernel forward's mean and rstd.
     """
     if mean is None:  # the CuPy forward: x2 is xhat
-        return _layer_norm_whole_backward(g2, x2, rstd, weight, has_bias, needs, shape)
+        dx, *rest = _layer_norm_whole_backward(g2, x2, rstd, weight, has_bias, needs, shape)
+        return (_plus(so_far, dx), *rest)
     fused = kernels.get("layer_norm_backward", g2.dtype)
     if fused is not None:
-        dx, dw, db = fused(g2, x2, mean, rstd, weight)
-        return dx.reshape(shape) if needs[0] else None, dw if needs[1] else None, db if needs[2] else None
+        add = so_far is not None and needs[0] and so_far.dtype == g2.dtype
+        dx, dw, db = fused(g2, x2, mean, rstd, weight, so_far.reshape(g2.shape) if add else None)
+        dx = dx.reshape(shape) if needs[0] else None
+        return dx if add else _plus(so_far, dx), dw if needs[1] else None, db if needs[2] else None
     xh = layer_norm_xhat(x2, mean, rstd)
-    return _layer_norm_whole_backward(g2, xh, rstd.astype(x2.dtype)[:, None], weight, has_bias, needs, shape)
+    dx, *rest = _layer_norm_whole_backward(g2, xh, rstd.astype(x2.dtype)[:, None], weight, has_bias, needs, shape)
+    return (_plus(so_far, dx), *rest)
 
 
 def layer_norm_xhat(x2, mean, rstd):

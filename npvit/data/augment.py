@@ -496,6 +496,10 @@ class Augment:
         """(B, C, H, W) uint8 and (B,) labels -> inputs (B, C, S, S) float32, targets (B, K) float32.
 
         Every plan is drawn first, in the order of the steps, and sent to the device in one copy.
+        On a GPU, a batch that mixup and cutmix leave unmixed keeps its labels (B,) as its
+        targets: the loss smooths them by ``label_smoothing`` inside the cross-entropy kernel
+        (``classification_loss``), with no (B, K) rows to build. The CPU builds the rows, so
+        its losses stay bit for bit those of earlier runs.
         """
         xp = array_module(x)
         B, C, H, W = x.shape
@@ -518,8 +522,11 @@ class Augment:
         x = normalize(x, stats["mean"], stats["std"])
         if self.erase_prob:
             x = _erase(x, erasing)
+        mixing = self.mixup_alpha or self.cutmix_alpha
+        if xp is not np and not mixing:
+            return x, y
         targets = one_hot(y, self.num_classes, self.label_smoothing)
-        if self.mixup_alpha or self.cutmix_alpha:
+        if mixing:
             x, targets = mix(x, targets, gen, self.mixup_alpha, self.cutmix_alpha, self.mix_prob)
         return x, targets
 
