@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
+from .. import kernels, parallel
 from ..backend import get_array_module
 from ..engine import Function
 from ..tensor import Tensor, as_tensor_like
-from .util import check_probability, keep_mask, unbroadcast
+from .util import blocks, check_probability, keep_mask, unbroadcast
 
 __all__ = ["attention_weights", "scaled_dot_product_attention"]
 
@@ -25,9 +25,12 @@ class ScaledDotProductAttention(Function):
 
     @staticmethod
     def forward(q, k, v, *bias, scale, keep=None, drop_scale=1.0, needs_input_grad=()):
-        p = _softmax_weights(q, k, bias[0] if bias else None, scale)  # (..., Nq, Nk)
-        pd = p if keep is None else _drop(p, keep, drop_scale)
-        out = pd @ v  # (..., Nq, dv)
+        if get_array_module(q) is np:
+            p, out = _attend_cpu(q, k, v, bias[0] if bias else None, scale, keep, drop_scale)
+        else:
+            p = _softmax_weights(q, k, bias[0] if bias else None, scale)  # (..., Nq, Nk)
+            pd = p if keep is None else _drop(p, keep, drop_scale)
+            out = pd @ v  # (..., Nq, dv)
         # a constant bias (a mask) needs no gradient, and so no sum of dS down to its shape
         bias_shape = bias[0].shape if bias and needs_input_grad[3] else None
         return out, (q, k, v, p, out, keep, drop_scale, scale, bias_shape, bool(bias))
@@ -43,6 +46,8 @@ class ScaledDotProductAttention(Function):
         # On a GPU the softmax kernel makes dS from dP and P in one launch, taking the row
         # sum from them; folding the scale in too when no bias gradient needs dS unscaled.
         q, k, v, p, out, keep, drop_scale, scale, bias_shape, has_bias = cache
+        if get_array_module(g) is np:
+            return _attend_cpu_backward(g, cache)
         pd = p if keep is None else _drop(p, keep, drop_scale)
         dv = pd.swapaxes(-1, -2) @ g  # (..., Nk, dv)
         ds = g @ v.swapaxes(-1, -2)  # dPd, (..., Nq, Nk)
@@ -70,12 +75,22 @@ def _softmax_weights(q, k, bias, scale):
 
     On a GPU, the scale, the bias and the softmax are one kernel when the bias (if any)
     is one array for every leading index the kernel walks (its trailing axes are the logits').
+    On the CPU, piece by piece over the first axis (see ``_attend_cpu``).
     """
     xp = get_array_module(q)
+    if xp is np:
+        p = np.empty(q.shape[:-1] + (k.shape[-2],), dtype=np.result_type(q, k))  # (..., Nq, Nk)
+        parallel.run(lambda r: _softmax_piece(q[r], k[r], _part(bias, r, p.ndim), scale, p[r]), _pieces(p.shape))
+        return p
     p = q @ k.swapaxes(-1, -2)  # (..., Nq, Nk)
-    fused = kernels.get("softmax_forward", p.dtype) if xp is not np and _trailing(bias, p.shape) else None
+    fused = kernels.get("softmax_forward", p.dtype) if _trailing(bias, p.shape) else None
     if fused is not None:
         return fused(p, scale, bias)
+    return _softmax_in_place(p, scale, bias, xp)
+
+
+def _softmax_in_place(p, scale, bias, xp):
+    """softmax(p * scale + bias) over the last axis, written over ``p``, which it returns."""
     p *= scale  # the logits; scaled here rather than in a copy of q that the cache would keep
     if bias is not None:
         p += bias
@@ -83,6 +98,84 @@ def _softmax_weights(q, k, bias, scale):
     xp.exp(p, out=p)
     p /= p.sum(axis=-1, keepdims=True)
     return p
+
+
+def _softmax_piece(q, k, bias, scale, p):
+    """One CPU piece of ``_softmax_weights``: the weights of queries ``q`` on keys ``k``, written into ``p``."""
+    np.matmul(q, k.swapaxes(-1, -2), out=p)
+    _softmax_in_place(p, scale, bias, np)
+
+
+# --- the CPU's attention: piece by piece over the first axis, over autograd.parallel's threads ---
+# Every (Nq, Nk) slice of the logits is its own softmax and its own matrix products, so
+# the samples of a batch split into pieces of about util.BLOCK logits that each run the
+# whole forward (or backward) in cache, one run of pieces per thread. A piece's numbers
+# are those of the whole-array code, bit for bit, whatever the thread count.
+def _pieces(logits_shape):
+    """Slices of the first axis of the logits ``(..., Nq, Nk)``, each about ``BLOCK`` elements; one slice for 2-D."""
+    if len(logits_shape) < 3:
+        return [slice(None)]
+    return blocks(logits_shape[0], int(np.prod(logits_shape[1:])), np)
+
+
+def _part(a, r, ndim):
+    """The part of ``a`` (None, or broadcasting to ``ndim`` axes) for the slice ``r`` of the first axis."""
+    if a is None or a.ndim < ndim or a.shape[0] == 1:
+        return a  # the same for every index of the first axis
+    return a[r]
+
+
+def _attend_cpu(q, k, v, bias, scale, keep, drop_scale):
+    """(P, O) of the forward on the CPU.
+
+    O ``(..., H, Nq, dv)`` is laid out in memory as ``(..., Nq, H, dv)``, heads side by
+    side for each query: what the output projection reads, so the model's transpose to
+    ``(B, N, H, d)`` and reshape to ``(B, N, D)`` are views, not a copy that its cache
+    would keep beside this one's.
+    """
+    logits = q.shape[:-1] + (k.shape[-2],)  # (..., Nq, Nk)
+    dtype = np.result_type(q, k, v)
+    p = np.empty(logits, dtype=dtype)
+    out_shape = q.shape[:-1] + (v.shape[-1],)  # (..., Nq, dv)
+    if len(out_shape) >= 3:
+        out = np.empty(out_shape[:-3] + (out_shape[-2], out_shape[-3], out_shape[-1]), dtype=dtype).swapaxes(-2, -3)
+    else:
+        out = np.empty(out_shape, dtype=dtype)
+
+    def piece(r):
+        pr = p[r]
+        _softmax_piece(q[r], k[r], _part(bias, r, p.ndim), scale, pr)
+        np.matmul(pr if keep is None else _drop(pr, keep[r], drop_scale), v[r], out=out[r])
+
+    parallel.run(piece, _pieces(logits))
+    return p, out
+
+
+def _attend_cpu_backward(g, cache):
+    """The backward on the CPU: the formulas of ``ScaledDotProductAttention.backward``, piece by piece;
+    dS lives one piece at a time unless a bias gradient needs all of it."""
+    q, k, v, p, out, keep, drop_scale, scale, bias_shape, has_bias = cache
+    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    ds_all = None if bias_shape is None else np.empty_like(p)
+
+    def piece(r):
+        pr = p[r]
+        np.matmul((pr if keep is None else _drop(pr, keep[r], drop_scale)).swapaxes(-1, -2), g[r], out=dv[r])
+        ds = np.matmul(g[r], v[r].swapaxes(-1, -2), out=None if ds_all is None else ds_all[r])  # dPd
+        if keep is not None:
+            ds *= drop_scale
+            ds *= keep[r]  # dP
+        ds -= (g[r] * out[r]).sum(axis=-1, keepdims=True)
+        ds *= pr  # dS
+        np.matmul(ds, k[r], out=dq[r])
+        dq[r] *= scale
+        np.matmul(ds.swapaxes(-1, -2), q[r], out=dk[r])
+        dk[r] *= scale
+
+    parallel.run(piece, _pieces(p.shape))
+    if not has_bias:
+        return dq, dk, dv
+    return dq, dk, dv, None if bias_shape is None else unbroadcast(ds_all, bias_shape)
 
 
 def _trailing(bias, shape) -> bool:
