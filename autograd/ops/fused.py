@@ -24,7 +24,7 @@ from ..backend import get_array_module
 from ..engine import Function
 from ..tensor import as_tensor_like
 from .special import normal_cdf
-from .util import add_rows, blocks, check_probability, keep_mask, multiply_blocks, sum_rows
+from .util import add_rows, blocks, blockwise, check_probability, keep_mask, sum_rows
 
 __all__ = [
     "linear", "layer_norm", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout", "drop_path",
@@ -272,7 +272,7 @@ class Gelu(Function):
             if fused is not None:
                 return fused(g, x, approximate)
             slope = gelu_values(x, approximate, True)[1]
-        return multiply_blocks(g, slope.reshape(g.shape))
+        return blockwise(np.multiply, g, slope.reshape(g.shape))
 
 
 def gelu_values(x, approximate, with_slope):

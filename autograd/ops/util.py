@@ -57,13 +57,15 @@ def blocks(n, item_size, xp):
     return [slice(i, i + step) for i in range(0, n, step)]
 
 
-def multiply_blocks(a, b):
-    """a * b for two arrays of one shape, block by block over autograd.parallel's threads on the CPU."""
-    if get_array_module(a) is not np or a.shape != b.shape or not (a.flags.c_contiguous and b.flags.c_contiguous):
-        return a * b
+def blockwise(ufunc, a, b):
+    """``ufunc(a, b)`` (a NumPy ufunc such as np.add), block by block over autograd.parallel's threads where
+    ``a`` and ``b`` are C-ordered NumPy arrays of one shape; else the ufunc as NumPy or CuPy broadcasts it."""
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape and a.size > BLOCK
+            and a.flags.c_contiguous and b.flags.c_contiguous):
+        return getattr(get_array_module(a, b), ufunc.__name__)(a, b)
     out = np.empty(a.shape, dtype=np.result_type(a, b))
     fa, fb, fo = a.reshape(-1), b.reshape(-1), out.reshape(-1)
-    parallel.run(lambda r: np.multiply(fa[r], fb[r], out=fo[r]), blocks(fo.size, 1, np))
+    parallel.run(lambda r: ufunc(fa[r], fb[r], out=fo[r]), blocks(fo.size, 1, np))
     return out
 
 
