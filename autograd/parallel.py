@@ -94,8 +94,9 @@ def run(fn, pieces) -> list:
     """``[fn(p) for p in pieces]``, the pieces shared out in contiguous runs, one run per thread.
 
     The caller takes the first run and waits for the rest, so when it returns every piece
-    is done; an exception in any piece is raised after all have finished. Called from a
-    pool thread, it runs every piece there (a pool task never waits on the pool).
+    is done. A piece's exception ends its run and is raised once every run has ended, so
+    no thread is still writing when the caller sees it. Called from a pool thread, it runs
+    every piece there (a pool task never waits on the pool).
     """
     pieces = list(pieces)
     n = min(threads(), len(pieces))
