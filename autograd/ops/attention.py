@@ -25,7 +25,7 @@ class ScaledDotProductAttention(Function):
 
     @staticmethod
     def forward(q, k, v, *bias, scale, keep=None, drop_scale=1.0, needs_input_grad=()):
-        if get_array_module(q) is np:
+        if get_array_module(q) is np:  # the softmax weights are made again in the backward: p is what remakes them
             p, out = _attend_cpu(q, k, v, bias[0] if bias else None, scale, keep, drop_scale)
         else:
             p = _softmax_weights(q, k, bias[0] if bias else None, scale)  # (..., Nq, Nk)
@@ -89,28 +89,45 @@ def _softmax_weights(q, k, bias, scale):
     return _softmax_in_place(p, scale, bias, xp)
 
 
-def _softmax_in_place(p, scale, bias, xp):
-    """softmax(p * scale + bias) over the last axis, written over ``p``, which it returns."""
+def _softmax_in_place(p, scale, bias, xp, row_max=None, row_sum=None):
+    """softmax(p * scale + bias) over the last axis, written over ``p``, which it returns; with ``row_max`` and
+    ``row_sum`` ``(..., Nq, 1)`` given, the logits' row maxima and the exponentials' row sums are kept there."""
     p *= scale  # the logits; scaled here rather than in a copy of q that the cache would keep
     if bias is not None:
         p += bias
-    p -= p.max(axis=-1, keepdims=True)
+    p -= p.max(axis=-1, keepdims=True, out=row_max)
     xp.exp(p, out=p)
-    p /= p.sum(axis=-1, keepdims=True)
+    p /= p.sum(axis=-1, keepdims=True, out=row_sum)
     return p
 
 
-def _softmax_piece(q, k, bias, scale, p):
-    """One CPU piece of ``_softmax_weights``: the weights of queries ``q`` on keys ``k``, written into ``p``."""
-    np.matmul(q, k.swapaxes(-1, -2), out=p)
-    _softmax_in_place(p, scale, bias, np)
+def _softmax_piece(q, k, bias, scale, p=None, row_max=None, row_sum=None):
+    """One CPU piece of ``_softmax_weights``: the weights of queries ``q`` on keys ``k``, in ``p`` or a new array."""
+    return _softmax_in_place(np.matmul(q, k.swapaxes(-1, -2), out=p), scale, bias, np, row_max, row_sum)
+
+
+def _softmax_again(q, k, bias, scale, row_max, row_sum):
+    """The weights of one CPU piece made again from the forward's row maxima and sums: the same operations on the
+    same numbers, so the same bits (a new (Nq, Nk) array, in cache)."""
+    p = np.matmul(q, k.swapaxes(-1, -2))
+    p *= scale
+    if bias is not None:
+        p += bias
+    p -= row_max
+    np.exp(p, out=p)
+    p /= row_sum
+    return p
 
 
 # --- the CPU's attention: piece by piece over the first axis, over autograd.parallel's threads ---
 # Every (Nq, Nk) slice of the logits is its own softmax and its own matrix products, so
 # the samples of a batch split into pieces of about util.BLOCK logits that each run the
 # whole forward (or backward) in cache, one run of pieces per thread. A piece's numbers
-# are those of the whole-array code, bit for bit, whatever the thread count.
+# are those of the whole-array code, bit for bit, whatever the thread count. The weights P
+# are not kept between the passes (FlashAttention's recomputation, here exact): the
+# forward keeps each row's logit maximum and exponential sum, and the backward remakes a
+# piece's P from q, k and them, which costs one small matrix product and an exp pass
+# and saves a (B, H, N, N) array a layer for the whole step.
 def _pieces(logits_shape):
     """Slices of the first axis of the logits ``(..., Nq, Nk)``, each about ``BLOCK`` elements; one slice for 2-D."""
     if len(logits_shape) < 3:
@@ -126,7 +143,7 @@ def _part(a, r, ndim):
 
 
 def _attend_cpu(q, k, v, bias, scale, keep, drop_scale):
-    """(P, O) of the forward on the CPU.
+    """((bias, row maxima, row sums), O) of the forward on the CPU: what remakes P, and the output.
 
     O ``(..., H, Nq, dv)`` is laid out in memory as ``(..., Nq, H, dv)``, heads side by
     side for each query: what the output projection reads, so the model's transpose to
@@ -135,7 +152,7 @@ def _attend_cpu(q, k, v, bias, scale, keep, drop_scale):
     """
     logits = q.shape[:-1] + (k.shape[-2],)  # (..., Nq, Nk)
     dtype = np.result_type(q, k, v)
-    p = np.empty(logits, dtype=dtype)
+    row_max, row_sum = np.empty(logits[:-1] + (1,), dtype=dtype), np.empty(logits[:-1] + (1,), dtype=dtype)
     out_shape = q.shape[:-1] + (v.shape[-1],)  # (..., Nq, dv)
     if len(out_shape) >= 3:
         out = np.empty(out_shape[:-3] + (out_shape[-2], out_shape[-3], out_shape[-1]), dtype=dtype).swapaxes(-2, -3)
@@ -143,23 +160,23 @@ def _attend_cpu(q, k, v, bias, scale, keep, drop_scale):
         out = np.empty(out_shape, dtype=dtype)
 
     def piece(r):
-        pr = p[r]
-        _softmax_piece(q[r], k[r], _part(bias, r, p.ndim), scale, pr)
+        pr = _softmax_piece(q[r], k[r], _part(bias, r, len(logits)), scale, None, row_max[r], row_sum[r])
         np.matmul(pr if keep is None else _drop(pr, keep[r], drop_scale), v[r], out=out[r])
 
     parallel.run(piece, _pieces(logits))
-    return p, out
+    return (bias, row_max, row_sum), out
 
 
 def _attend_cpu_backward(g, cache):
-    """The backward on the CPU: the formulas of ``ScaledDotProductAttention.backward``, piece by piece;
-    dS lives one piece at a time unless a bias gradient needs all of it."""
-    q, k, v, p, out, keep, drop_scale, scale, bias_shape, has_bias = cache
+    """The backward on the CPU: the formulas of ``ScaledDotProductAttention.backward``, piece by piece, P
+    remade; dS lives one piece at a time unless a bias gradient needs all of it."""
+    q, k, v, (bias, row_max, row_sum), out, keep, drop_scale, scale, bias_shape, has_bias = cache
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
-    ds_all = None if bias_shape is None else np.empty_like(p)
+    logits = q.shape[:-1] + (k.shape[-2],)
+    ds_all = None if bias_shape is None else np.empty(logits, dtype=g.dtype)
 
     def piece(r):
-        pr = p[r]
+        pr = _softmax_again(q[r], k[r], _part(bias, r, len(logits)), scale, row_max[r], row_sum[r])
         np.matmul((pr if keep is None else _drop(pr, keep[r], drop_scale)).swapaxes(-1, -2), g[r], out=dv[r])
         ds = np.matmul(g[r], v[r].swapaxes(-1, -2), out=None if ds_all is None else ds_all[r])  # dPd
         if keep is not None:
@@ -172,7 +189,7 @@ def _attend_cpu_backward(g, cache):
         np.matmul(ds.swapaxes(-1, -2), q[r], out=dk[r])
         dk[r] *= scale
 
-    parallel.run(piece, _pieces(p.shape))
+    parallel.run(piece, _pieces(logits))
     if not has_bias:
         return dq, dk, dv
     return dq, dk, dv, None if bias_shape is None else unbroadcast(ds_all, bias_shape)
