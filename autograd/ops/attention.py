@@ -5,7 +5,9 @@ dropout mask for the backward, instead of every intermediate a composition of
 matmul, softmax and dropout would record, and its backward is five matrix products.
 The batch dims (batch, heads, ...) ride along in NumPy's batched matmul, which hands
 every (N, d) slice to BLAS. On a GPU the scaled, biased softmax and its backward are
-the softmax kernels of autograd/kernels when ``kernels.get`` hands them out.
+the softmax kernels of autograd/kernels when ``kernels.get`` hands them out. On the CPU
+the op runs piece by piece over the batch on autograd.parallel's threads and keeps, in
+place of the weights, each row's maximum and sum to remake them (see ``_attend_cpu``).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ class ScaledDotProductAttention(Function):
 
     @staticmethod
     def forward(q, k, v, *bias, scale, keep=None, drop_scale=1.0, needs_input_grad=()):
-        if get_array_module(q) is np:  # the softmax weights are made again in the backward: p is what remakes them
+        if get_array_module(q) is np:  # p: not the weights but what remakes them in the backward (_attend_cpu)
             p, out = _attend_cpu(q, k, v, bias[0] if bias else None, scale, keep, drop_scale)
         else:
             p = _softmax_weights(q, k, bias[0] if bias else None, scale)  # (..., Nq, Nk)
