@@ -1,8 +1,11 @@
 """The reverse-mode engine: how ops record the graph and how ``backward()`` walks it. Start reading here.
 
 A ``Tensor`` (``tensor.py``) wraps an array. When an op makes it from tensors that need
-gradients, it also carries a ``Node``: the op's ``Function``, the input tensors and the
-cache the op's forward left for its backward.
+gradients, it also carries a ``Node``: the op's ``Function``, where each input came from
+(the leaf tensor itself, or the node and output that made it) and the cache the op's
+forward left for its backward. The graph holds no intermediate tensor, so an array no
+cache keeps is freed as soon as the caller drops it (PyTorch's saved tensors: the input
+of a GELU, whose backward needs only its cached derivative, is not kept for the pass back).
 
 Every op is a ``Function`` subclass with two static methods, side by side in
 ``autograd/ops``:
@@ -11,19 +14,17 @@ Every op is a ``Function`` subclass with two static methods, side by side in
     backward(grad_out, cache)  -> one gradient (or None) per array input
 
 ``Function.apply`` runs ``forward`` on the inputs' arrays and records the ``Node``.
-``backward()`` visits the tensors in reverse topological order (each after every tensor
-it feeds), asks each node's ``Function.backward`` for the gradients of its inputs and
-adds them up, so a tensor used twice receives both contributions. The engine never
-looks inside a cache; after a backward pass the caches are dropped, so the next step's
-graph does not pile up on this one.
+``backward()`` visits the nodes in reverse topological order (each after every node it
+feeds), asks each node's ``Function.backward`` for the gradients of its inputs and adds
+them up, so a tensor used twice receives both contributions. The engine never looks
+inside a cache; after a backward pass the caches are dropped, so the next step's graph
+does not pile up on this one.
 
 An op with several outputs (``split``, ``unbind``) sets ``multiple_outputs = True`` and
-returns a tuple of arrays; its backward then runs once, after every output it made has
-received its gradient, and gets them as a tuple (None where an output got none).
+returns a tuple of arrays; its backward runs once, after every node that uses one of its
+outputs, and gets their gradients as a tuple (None where an output got none).
 """
 from __future__ import annotations
-
-from collections import Counter
 
 from .tensor import Tensor, as_tensor_like
 
@@ -62,16 +63,29 @@ class GraphFreedError(RuntimeError):
 
 
 class Node:
-    """How a tensor was made: the op, its tensor inputs, the op's cache and how many outputs it made."""
+    """How a tensor was made: the op, where its inputs came from, the op's cache and how many outputs it made.
 
-    __slots__ = ("fn", "inputs", "cache", "freed", "n_outputs")
+    ``inputs`` has one entry per array input: None where it needs no gradient, the tensor
+    itself for a leaf, else ``(node, output)``, the node that made it and which output;
+    ``shapes`` are the inputs' shapes, which their gradients must have.
+    """
 
-    def __init__(self, fn, inputs, cache, n_outputs=1):
+    __slots__ = ("fn", "inputs", "shapes", "cache", "freed", "n_outputs")
+
+    def __init__(self, fn, tensors, cache, n_outputs=1):
         self.fn = fn
-        self.inputs = inputs
+        self.inputs = tuple(_source(t) for t in tensors)
+        self.shapes = tuple(t.shape for t in tensors)
         self.cache = cache
         self.freed = False
         self.n_outputs = n_outputs
+
+
+def _source(t: Tensor):
+    """Where the gradient of input ``t`` goes: nowhere (None), the leaf itself, or (node, output) that made it."""
+    if not t.requires_grad:
+        return None
+    return t if t._node is None else (t._node, t._output)
 
 
 class Function:
@@ -141,79 +155,101 @@ def backward(self: Tensor, grad=None, retain_graph=False) -> None:
         if grad.shape != self.shape:
             raise ValueError(f"gradient of shape {grad.shape} given for a tensor of shape {self.shape}")
 
-    order = _topological_order(self)
-    grads = {id(self): grad}
-    # how many outputs of each multi-output node are still to be reached, and their gradients so far
-    waiting = Counter(id(t._node) for t in order if t._node is not None and t._node.fn.multiple_outputs)
-    output_grads = {}
-    given = set()  # arrays already handed to a leaf: an op may pass one array to two inputs
-    for t in order:  # outputs before inputs
-        g = grads.pop(id(t), None)
-        node = t._node
-        if node is None:  # a leaf: keep the gradient
-            if g is not None and t.requires_grad:
-                if id(g) in given:  # so that scaling one leaf's grad in place never touches another's
-                    g = g.copy()
-                given.add(id(g))
-                t.grad = g if t.grad is None else t.grad + g
-            continue
+    if self._node is None:  # a leaf: the gradient is its own
+        _give(self, grad, set())
+        return
+    order = _topological_order(self._node)
+    # id(node) -> the gradients of its outputs so far; id(leaf) -> [its gradient so far]
+    grads = {id(self._node): [None] * self._node.n_outputs}
+    grads[id(self._node)][self._output] = grad
+    leaves = {}  # id(leaf) -> leaf
+    for node in order:  # every node after all the nodes that use its outputs
+        slots = grads.pop(id(node), None)
         if node.freed:
             raise GraphFreedError(
                 "backward() through a graph that an earlier backward() already freed; "
                 "pass retain_graph=True to the first call if you need two passes"
             )
-        if node.fn.multiple_outputs:
-            slots = output_grads.setdefault(id(node), [None] * node.n_outputs)
-            slots[t._output] = g
-            waiting[id(node)] -= 1
-            if waiting[id(node)]:
-                continue
-            g = None if all(s is None for s in slots) else tuple(slots)
-        if g is None:
+        if slots is None or all(s is None for s in slots):
             continue
-        if node.fn.adds_to_first_grad:
-            in_grads = node.fn.backward(g, node.cache, grads.pop(id(node.inputs[0]), None))
+        g = tuple(slots) if node.fn.multiple_outputs else slots[0]
+        if node.fn.adds_to_first_grad:  # the first input's gradient so far leaves grads and comes back summed
+            in_grads = node.fn.backward(g, node.cache, _take(grads, node.inputs[0]))
         else:
             in_grads = node.fn.backward(g, node.cache)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
-        for inp, ig in zip(node.inputs, in_grads):
-            if ig is None or not inp.requires_grad:
+        for source, shape, ig in zip(node.inputs, node.shapes, in_grads):
+            if ig is None or source is None:
                 continue
-            if ig.shape != inp.shape:
+            if ig.shape != shape:
                 raise RuntimeError(
                     f"{node.fn.__name__}.backward returned a gradient of shape {ig.shape} "
-                    f"for an input of shape {inp.shape}"
+                    f"for an input of shape {shape}"
                 )
-            key = id(inp)
-            prev = grads.get(key)
+            if isinstance(source, Tensor):  # a leaf: one gradient, given at the end
+                leaves[id(source)] = source
+            key, i, n = _slot_of(source)
+            slot = grads.setdefault(key, [None] * n)
             # += would write into an array the op may still hold in its cache
-            grads[key] = ig if prev is None else prev + ig
+            slot[i] = ig if slot[i] is None else slot[i] + ig
         if not retain_graph:
             node.cache = None
             node.freed = True
+    given = set()  # arrays already handed to a leaf: an op may pass one array to two inputs
+    for leaf in leaves.values():
+        _give(leaf, grads[id(leaf)][0], given)
 
 
-def _topological_order(root: Tensor) -> list:
-    """Tensors reachable from ``root`` that need grad, each after every tensor it feeds.
+def _slot_of(source) -> tuple:
+    """(key in backward's ``grads``, slot, slots there) of a node's input: a leaf's one slot, or an output of
+    the node that made it."""
+    if isinstance(source, Tensor):
+        return id(source), 0, 1
+    made_by, i = source
+    return id(made_by), i, made_by.n_outputs
+
+
+def _take(grads: dict, source):
+    """The gradient a node's input ``source`` has received so far (None if none), taken out of ``grads``."""
+    if source is None:
+        return None
+    key, i, _ = _slot_of(source)
+    slot = grads.get(key)
+    if slot is None:
+        return None
+    g, slot[i] = slot[i], None
+    return g
+
+
+def _give(leaf: Tensor, g, given: set) -> None:
+    """Add ``g`` to ``leaf.grad``, copying an array another leaf already holds, so that scaling one
+    leaf's grad in place never touches another's."""
+    if id(g) in given:
+        g = g.copy()
+    given.add(id(g))
+    leaf.grad = g if leaf.grad is None else leaf.grad + g
+
+
+def _topological_order(root: Node) -> list:
+    """Nodes reachable from ``root``, each after every node that uses one of its outputs.
 
     Iterative depth-first search, so a chain of 10,000 ops needs no recursion.
     """
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
-        t, children_done = stack.pop()
-        if children_done:
-            order.append(t)
+        node, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(node)
             continue
-        if id(t) in visited:
+        if id(node) in visited:
             continue
-        visited.add(id(t))
-        stack.append((t, True))
-        if t._node is not None:
-            for inp in t._node.inputs:
-                if inp.requires_grad and id(inp) not in visited:
-                    stack.append((inp, False))
+        visited.add(id(node))
+        stack.append((node, True))
+        for source in node.inputs:
+            if isinstance(source, tuple) and id(source[0]) not in visited:
+                stack.append((source[0], False))
     order.reverse()
     return order
 

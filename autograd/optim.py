@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import backend, kernels
+from . import backend, kernels, parallel
 from .flat import FlatParameters, clip_grad_norm  # noqa: F401  (clip_grad_norm is this module's API)
 from .ops.util import blocks
 from .tensor import Tensor
@@ -177,10 +177,15 @@ class Optimizer:
         if xp is not np and self._fused_update(param, grad, state, group, ok):
             pass  # the group in one launch of its kernel, state updated in place
         elif all(n in state for n in self.array_state):
-            # in cache-sized blocks on the CPU, so that the update's passes run in cache (one block on a GPU)
-            for b in blocks(hi - lo, 1, xp):
+            # in cache-sized blocks on the CPU, so that the update's passes run in cache, over the
+            # threads of autograd.parallel (one block on a GPU); each block advances its own copy
+            # of the counters from the same start, and the last one's are kept
+            def update_block(b):
                 part = {n: v[b] if n in self.array_state else v for n, v in state.items()}
                 self._masked_update(param[b], grad[b], part, group, bad)
+                return part
+
+            part = parallel.run(update_block, blocks(hi - lo, 1, xp))[-1]
             state.update({n: part[n] for n in self.scalar_state if n in part})
         else:  # the first step makes the state, whole
             self._masked_update(param, grad, state, group, bad)

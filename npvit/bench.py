@@ -26,8 +26,10 @@ Threads: ``--threads N`` gives both the same number. NumPy's BLAS reads its thre
 count from the environment when NumPy is first imported, so the command sets
 ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` and restarts
 itself once; PyTorch gets ``torch.set_num_threads(N)``. Without ``--threads`` both
-keep their defaults (all cores). NumPy's own elementwise loops use one thread whatever
-the setting; PyTorch's use all N.
+keep their defaults (all cores). NumPy's own elementwise loops use one thread; npvit's
+blocked elementwise work (GELU, layer norm, attention's softmax, residual adds, the
+optimizer) runs over a pool of as many threads as BLAS has (``autograd/parallel.py``),
+as PyTorch's loops use all N.
 
 Freed memory: glibc's malloc hands big freed blocks back to the kernel, and every
 array made afterwards in that memory pays for fresh pages again (page faults, zeroing).
@@ -54,7 +56,7 @@ import time
 
 import numpy as np
 
-from autograd import backend, kernels, ops, optim
+from autograd import backend, kernels, ops, optim, parallel
 from autograd.backend import keep_freed_memory
 from autograd.engine import no_grad
 
@@ -406,6 +408,7 @@ def main(argv=None) -> int:
     print(f"machine: {cpu_name()}, {os.cpu_count()} cpus; python "
           f"{platform.python_version()}, numpy {np.__version__}"
           + (f", torch {torch.__version__}" if use_torch else "") + "; threads: BLAS " + blas_threads()
+          + f", npvit's pool {parallel.threads()}"
           + (f", torch {torch.get_num_threads()}" if use_torch else ""))
     print(f"timing: {args.repeats} repeats x {args.steps} steps after {args.warmup} warm-up steps"
           + (", npvit and PyTorch alternating" if use_torch else "")

@@ -19,12 +19,12 @@ import math
 
 import numpy as np
 
-from .. import kernels, precision
+from .. import kernels, parallel, precision
 from ..backend import get_array_module
 from ..engine import Function
 from ..tensor import as_tensor_like
 from .special import normal_cdf
-from .util import blocks, check_probability, keep_mask
+from .util import add_rows, blocks, blockwise, check_probability, keep_mask, sum_rows
 
 __all__ = [
     "linear", "layer_norm", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout", "drop_path",
@@ -44,7 +44,7 @@ class Linear(Function):
         x2, weight = precision.lower(x2, weight)  # 16-bit under mixed precision; cached so for the backward
         out = precision.matmul(x2, weight.T, weight.dtype, x.dtype)  # (M, out)
         if bias:
-            out += bias[0]
+            add_rows(out, bias[0])
         # keep only what the wanted gradients need: no input for a frozen weight, no
         # weight when the input needs no gradient (a first layer's images)
         needs = needs_input_grad
@@ -166,7 +166,8 @@ class LayerNorm(Function):
         mean = xp.empty((len(x2), 1), dtype=x.dtype)  # (M, 1)
         rstd = xp.empty((len(x2), 1), dtype=x.dtype)  # (M, 1)
         mean_of = xp.full(dim, 1.0 / dim, dtype=x.dtype)
-        for r in blocks(len(x2), dim, xp):
+
+        def rows(r):
             mean[r, 0] = x2[r] @ mean_of
             xh = x2[r] - mean[r]
             var = (xh * xh) @ mean_of  # (rows,)
@@ -181,6 +182,8 @@ class LayerNorm(Function):
                 xp.multiply(xh, weight, out=out[r])
             if bias is not None:
                 out[r] += bias
+
+        parallel.run(rows, blocks(len(x2), dim, xp))
         cache = (x2, mean, rstd, weight, has_bias, needs_input_grad) if any(needs_input_grad) else None
         return out.reshape(x.shape), cache
 
@@ -201,20 +204,25 @@ class LayerNorm(Function):
             return _layer_norm_gpu_backward(g2, x2, mean, rstd, weight, has_bias, needs, g.shape, so_far)
         w_mean = xp.full(dim, 1.0 / dim, dtype=g.dtype) if weight is None else weight / dim
         dx = xp.empty(g2.shape, dtype=g.dtype) if needs[0] else None
-        dw = xp.zeros(dim, dtype=g.dtype) if weight is not None and needs[1] else None
-        db = xp.zeros(dim, dtype=g.dtype) if has_bias and needs[-1] else None
+        row_blocks = blocks(len(g2), dim, xp)
+        # each block's column sums in a row of its own, added up in block order below:
+        # the same sums, in the same order, whatever thread ran which block
+        dws = xp.empty((len(row_blocks), dim), dtype=g.dtype) if weight is not None and needs[1] else None
+        dbs = xp.empty((len(row_blocks), dim), dtype=g.dtype) if has_bias and needs[-1] else None
         ones = xp.ones(len(g2), dtype=g.dtype)
-        for r in blocks(len(g2), dim, xp):
+
+        def rows(i):
+            r = row_blocks[i]
             gr = g2[r]
             xh = x2[r] - mean[r]
             xh *= rstd[r]  # xhat, remade
             gx = gr * xh
-            if dw is not None:
-                dw += ones[:len(gr)] @ gx
-            if db is not None:
-                db += ones[:len(gr)] @ gr
+            if dws is not None:
+                dws[i] = ones[:len(gr)] @ gx
+            if dbs is not None:
+                dbs[i] = ones[:len(gr)] @ gr
             if dx is None:
-                continue
+                return
             a = gr @ w_mean  # mean(dxhat), (rows,)
             b = gx @ w_mean  # mean(dxhat xhat), (rows,)
             d = dx[r]
@@ -226,11 +234,13 @@ class LayerNorm(Function):
             xh *= b[:, None]
             d -= xh
             d *= rstd[r]
+
+        parallel.run(rows, range(len(row_blocks)))
         grads = [_plus(so_far, None if dx is None else dx.reshape(g.shape))]
         if weight is not None:
-            grads.append(dw)
+            grads.append(None if dws is None else sum_rows(dws))
         if has_bias:
-            grads.append(db)
+            grads.append(None if dbs is None else sum_rows(dbs))
         return tuple(grads)
 
 
@@ -344,7 +354,7 @@ class Gelu(Function):
             if fused is not None:
                 return fused(g, x, approximate)
             slope = gelu_values(x, approximate, True)[1]
-        return g * slope.reshape(g.shape)
+        return blockwise(np.multiply, g, slope.reshape(g.shape))
 
 
 def gelu_values(x, approximate, with_slope):
@@ -355,8 +365,7 @@ def gelu_values(x, approximate, with_slope):
     out = xp.empty_like(flat)
     slope = xp.empty_like(flat) if with_slope else None
     block = _gelu_tanh_block if approximate == "tanh" else _gelu_erf_block
-    for b in blocks(flat.size, 1, xp):
-        block(xp, flat[b], out[b], None if slope is None else slope[b])
+    parallel.run(lambda b: block(xp, flat[b], out[b], None if slope is None else slope[b]), blocks(flat.size, 1, xp))
     return out.reshape(x.shape), slope
 
 

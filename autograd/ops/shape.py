@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import parallel
 from ..backend import get_array_module
 from ..engine import Function
 from ..tensor import Tensor
-from .util import unbroadcast
+from .util import blocks, unbroadcast
 
 
 class Reshape(Function):
@@ -131,9 +132,17 @@ class Split(Function):
         xp = get_array_module(g0)
         out = xp.empty(shape, dtype=g0.dtype)
         edges = [0, *(min(b, shape[axis]) for b in bounds), shape[axis]]
-        lead = (slice(None),) * axis
-        for g, lo, hi in zip(grads, edges[:-1], edges[1:]):
-            out[lead + (lo if squeeze else slice(lo, hi),)] = 0 if g is None else g
+        lead = (slice(None),) * (axis - 1)
+
+        def fill(r):  # the rows r of the first axis, over the threads of autograd.parallel on the CPU
+            for g, lo, hi in zip(grads, edges[:-1], edges[1:]):
+                piece = lo if squeeze else slice(lo, hi)
+                if axis == 0:
+                    out[piece] = 0 if g is None else g
+                else:
+                    out[(r,) + lead + (piece,)] = 0 if g is None else g[r]
+
+        parallel.run(fill, [slice(None)] if axis == 0 else blocks(shape[0], int(np.prod(shape[1:])), xp))
         return out
 
 

@@ -5,7 +5,8 @@ from numbers import Integral
 
 import numpy as np
 
-from ..backend import global_generator
+from .. import parallel
+from ..backend import get_array_module, global_generator
 
 # Elements per block of ``blocks``: a block and the few temporaries an op makes of it
 # stay in the CPU's L2 cache, so the dozen elementwise passes of a fused op over a block
@@ -54,6 +55,34 @@ def blocks(n, item_size, xp):
         return [slice(None)]
     step = max(1, BLOCK // max(item_size, 1))
     return [slice(i, i + step) for i in range(0, n, step)]
+
+
+def blockwise(ufunc, a, b):
+    """``ufunc(a, b)`` (a NumPy ufunc such as np.add), block by block over autograd.parallel's threads where
+    ``a`` and ``b`` are C-ordered NumPy arrays of one shape; else the ufunc as NumPy or CuPy broadcasts it."""
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape and a.size > BLOCK
+            and a.flags.c_contiguous and b.flags.c_contiguous):
+        return getattr(get_array_module(a, b), ufunc.__name__)(a, b)
+    out = np.empty(a.shape, dtype=np.result_type(a, b))
+    fa, fb, fo = a.reshape(-1), b.reshape(-1), out.reshape(-1)
+    parallel.run(lambda r: ufunc(fa[r], fb[r], out=fo[r]), blocks(fo.size, 1, np))
+    return out
+
+
+def add_rows(out, row):
+    """out += row for a C-contiguous ``(M, n)`` array and a row ``(n,)``, in row blocks over the threads on the CPU."""
+    if get_array_module(out) is not np:
+        out += row
+        return
+    parallel.run(lambda r: np.add(out[r], row, out=out[r]), blocks(len(out), out.shape[-1], np))
+
+
+def sum_rows(a):
+    """The sum of the rows of ``(n, D)``, added one after another from the first: one order whatever the threads."""
+    total = np.zeros(a.shape[1:], dtype=a.dtype)
+    for row in a:
+        total += row
+    return total
 
 
 def pair(v, name):
