@@ -5,5 +5,5 @@ signature as the twin) when CuPy is in use and the kernel's self-check passed, e
 None, so the caller keeps its own CuPy/NumPy path. The registry is in registry.py; one
 module per kernel family holds its CUDA source, launchers, twins and self-check inputs.
 """
-from . import cross_entropy, dropout, epilogue, gelu, layer_norm, optim, softmax  # noqa: F401  (they register)
+from . import cross_entropy, dropout, epilogue, gelu, layer_norm, optim, rand_augment, softmax  # noqa: F401  (they register)
 from .registry import KERNELS, TOLERANCES, Kernel, Source, Verdict, check, disable, enable, get, reset  # noqa: F401

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autograd import kernels
+from autograd.kernels.rand_augment import COLOUR_OPS
+
 from .core import array_module
 
 RAND_AUGMENT_OPS = ("identity", "autocontrast", "brightness", "color", "contrast", "sharpness", "posterize",
@@ -397,7 +400,8 @@ def _rand_augment_plan(gen, B, C, H, W, num_ops, magnitude, ops):
 
     Returns the plan, the affine plan of the images that move (``_affine_plan``; empty if
     none does) and the colour ops to run, in the order of ``ops``: each op's images and
-    parameter go in the plan under ``"<op>"`` and ``"<op>:param"``.
+    parameter go in the plan under ``"<op>"`` and ``"<op>:param"``. The plan also holds
+    the same per image, for the fused kernel (``_kernel_table``).
     """
     unknown = sorted(set(ops) - set(RAND_AUGMENT_OPS))
     if unknown:
@@ -427,10 +431,35 @@ def _rand_augment_plan(gen, B, C, H, W, num_ops, magnitude, ops):
     for v in geometric.values():
         moved |= v != 0
     if not moved.any():
+        plan.update(_kernel_table(plan, colour, B, num_ops, moved, None))
         return plan, {}, colour
     plan["moved"] = np.flatnonzero(moved)
     matrix = affine_matrix(**{op: v[moved] for op, v in geometric.items()}, batch=len(plan["moved"]))
+    plan.update(_kernel_table(plan, colour, B, num_ops, moved, matrix))
     return plan, _affine_plan(matrix, C, H, W), colour
+
+
+def _kernel_table(plan, colour, B, num_ops, moved, matrix):
+    """The plan per image, as the fused kernel (autograd/kernels/rand_augment.py) reads it.
+
+    ``kernel:codes`` (B, S) and ``kernel:params`` (B, S): each image's colour ops (the
+    kernel's codes, 0 for none) in the order ``_rand_augment`` runs them, with their
+    parameters; ``kernel:matrix`` (B, 2, 3) and ``kernel:moved`` (B,): the composed
+    affine maps and which images take theirs.
+    """
+    codes = np.zeros((B, max(num_ops, 1)), np.int32)
+    params = np.zeros(codes.shape, np.float32)
+    slot = np.zeros(B, np.int64)  # each image's next free column
+    for op in colour:
+        images = plan[op]
+        codes[images, slot[images]] = COLOUR_OPS.index(op) + 1
+        params[images, slot[images]] = plan.get(op + ":param", 0.0)
+        slot[images] += 1
+    full = np.zeros((B, 2, 3), np.float32)
+    if matrix is not None:
+        full[moved] = matrix
+    return {"kernel:codes": codes, "kernel:params": params, "kernel:matrix": full,
+            "kernel:moved": moved.astype(np.int32)}
 
 
 _COLOUR_OPS = {"autocontrast": lambda x, _: autocontrast(x), "brightness": brightness, "color": color,
@@ -442,8 +471,13 @@ def _rand_augment(x, plan, warp, colour, fill):
 
     Every op works image by image, so running it on the images that drew it gives them
     the same values, bit for bit, as running it on the whole batch and keeping theirs.
+    On a GPU the fused kernel ``rand_augment`` does it all in one launch from the plan's
+    per-image table (within its stated tolerance of this path).
     """
     xp = array_module(x)
+    fused = kernels.get("rand_augment", np.float32 if x.dtype == np.uint8 else x.dtype)
+    if fused is not None:
+        return fused(x, plan["kernel:codes"], plan["kernel:params"], plan["kernel:matrix"], plan["kernel:moved"], fill)
     x = x.astype(xp.float32)  # a copy: the ops write into it
     for op in colour:
         images = plan[op]
