@@ -9,6 +9,9 @@ Checks, one verdict line each (PASS, FAIL or SKIP, and why):
 - ``gradcheck <op>``: a few ops' gradients by finite differences, float64, on the device;
 - ``train``: a tiny ViT trained for ``--steps`` steps on the device and on the CPU
   from the same seed and batches; the loss curves agree to ``TRAIN_RTOL`` at every step;
+- ``train fp16``, ``train bf16``, ``train tf32``: the same steps with the device's products
+  in that precision (``--precision``, ``--tf32``), against the CPU's float32 curve, to the
+  looser ``LOW_PRECISION_RTOL`` (bf16 SKIPs without ml_dtypes);
 - ``bench``: a ViT training step timed against PyTorch's when PyTorch with CUDA imports.
 Exit status 0 when nothing failed, 1 on any FAIL, 2 (one line) when the device cannot
 be used. With ``NPVIT_FAKE_CUPY=1`` it runs on the CuPy stand-in of tests/, as CI does.
@@ -22,7 +25,7 @@ import warnings
 
 import numpy as np
 
-from autograd import backend, gradcheck, kernels, ops, optim
+from autograd import backend, gradcheck, kernels, ops, optim, precision
 from autograd.backend import DeviceError
 
 from .model import create_model
@@ -30,6 +33,10 @@ from .model import create_model
 # float32 losses of the same 50 steps computed in two orders (cuBLAS and a GPU's
 # reductions against NumPy's) drift apart by rounding only, which stays well under this
 TRAIN_RTOL = 2e-3
+# 16-bit products round each operand to 11 (fp16) or 8 (bf16) significant bits, TF32 to 11:
+# over the 50 steps the loss moves from float32's by up to 8e-4 (bf16, NumPy's products on
+# the stand-in), an order of magnitude inside this
+LOW_PRECISION_RTOL = 1e-2
 TRAIN_MODEL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=10)
 
 
@@ -89,15 +96,36 @@ def train_losses(device, steps, seed=0):
     return np.array([float(backend.to_numpy(v)) for v in losses])  # read back once, after the steps
 
 
-def check_training(device, steps):
-    """(name, status, detail): the loss curve on ``device`` against the CPU's from the same seed."""
-    on_device, on_cpu = train_losses(device, steps), train_losses("cpu", steps)
+def _compare(name, on_device, on_cpu, tolerance):
+    """(name, status, detail) of a loss curve on the device against the CPU's."""
     rel = np.abs(on_device - on_cpu) / np.maximum(np.abs(on_cpu), 1.0)
     worst = int(np.argmax(rel))
-    detail = (f"{steps} steps, max relative difference {rel[worst]:.2g} at step {worst} "
-              f"(tolerance {TRAIN_RTOL:g}); loss {on_cpu[0]:.4f} -> {on_cpu[-1]:.4f} on the CPU")
-    ok = np.isfinite(on_device).all() and rel.max() <= TRAIN_RTOL
-    return [("train", "PASS" if ok else "FAIL", detail)]
+    detail = (f"{len(on_cpu)} steps, max relative difference {rel[worst]:.2g} at step {worst} "
+              f"(tolerance {tolerance:g}); loss {on_cpu[0]:.4f} -> {on_cpu[-1]:.4f} on the CPU")
+    ok = np.isfinite(on_device).all() and rel.max() <= tolerance
+    return name, "PASS" if ok else "FAIL", detail
+
+
+def check_training(device, steps):
+    """(name, status, detail) per precision: the loss curve on ``device`` against the CPU's float32 one from the
+    same seed; float32 to ``TRAIN_RTOL``, then fp16, bf16 and TF32 products to ``LOW_PRECISION_RTOL``."""
+    on_cpu = train_losses("cpu", steps)
+    results = [_compare("train", train_losses(device, steps), on_cpu, TRAIN_RTOL)]
+    for name in ("fp16", "bf16"):
+        try:
+            dtype = precision.compute_dtype(name)
+        except precision.PrecisionError:
+            results.append((f"train {name}", "SKIP", "needs ml_dtypes (pip install ml-dtypes)"))
+            continue
+        with precision.autocast(dtype):
+            results.append(_compare(f"train {name}", train_losses(device, steps), on_cpu, LOW_PRECISION_RTOL))
+    cupy = backend.xp_for(device)
+    precision.set_tf32(cupy, True)
+    try:
+        results.append(_compare("train tf32", train_losses(device, steps), on_cpu, LOW_PRECISION_RTOL))
+    finally:
+        precision.set_tf32(cupy, False)
+    return results
 
 
 def check_benchmark(device):

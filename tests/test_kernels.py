@@ -329,7 +329,27 @@ def test_the_selfcheck_passes_on_the_stand_in(gpu, capsys):  # noqa: F811
     lines = capsys.readouterr().out.strip().splitlines()
     assert {line.split()[2].rstrip(":") for line in lines if line.startswith("PASS kernel")} == set(kernels.KERNELS)
     assert any(line.startswith("PASS train: 5 steps") for line in lines)
+    assert any(line.startswith("PASS train fp16: 5 steps") for line in lines)
+    assert any(line.startswith("PASS train tf32: 5 steps") for line in lines)
+    assert any(line.startswith(("PASS train bf16", "SKIP train bf16")) for line in lines)
     assert all(line.split()[0] in ("PASS", "SKIP") for line in lines) and lines[-1].startswith("PASS selfcheck")
+
+
+def test_the_selfcheck_fails_a_low_precision_curve_that_drifts(gpu, monkeypatch, capsys):  # noqa: F811
+    from autograd import precision
+
+    honest = selfcheck.train_losses
+
+    def drifting(device, steps, seed=0):
+        losses = honest(device, steps, seed)
+        return losses * 1.05 if precision._compute == np.float16 else losses
+
+    monkeypatch.setattr(selfcheck, "train_losses", drifting)
+    assert selfcheck.main(["--device", "gpu", "--steps", "3"]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("FAIL train fp16") for line in lines)
+    assert any(line.startswith("PASS train: 3 steps") for line in lines)
+    assert "failed: train fp16" in lines[-1]
 
 
 def test_the_selfcheck_reports_a_sabotaged_kernel_and_exits_1(gpu, monkeypatch, capsys):  # noqa: F811
