@@ -17,6 +17,15 @@ The thread count is BLAS's: the first of ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THR
 caller. The pool's threads run NumPy loops only (never MPI, never a pool task of their
 own), are made on first use, are forgotten in a forked child (the data loader's workers
 make their own if they need one) and are joined when the interpreter exits.
+
+OpenBLAS's own threads, once a product is done, spin for 2**28 cycles (about 0.1 s)
+waiting for the next one before they sleep, on the cores that the pool's threads want
+for the elementwise op that follows: on two cores a vit-tiny training step at two
+threads ran at 54 images/s so, and at 60 with the pool off. ``OPENBLAS_THREAD_TIMEOUT``
+shortens the spin (to 2**12 cycles: 63 images/s with the pool, products as fast);
+OpenBLAS reads it once, when NumPy loads it, so this module sets it (unless it is
+set) before NumPy is imported: ``autograd`` imports it first, and ``npvit`` imports
+``autograd`` first.
 """
 from __future__ import annotations
 
@@ -25,6 +34,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "12")  # before NumPy loads OpenBLAS: see above
 
 _threads = None  # the count in use; None until first asked
 _pool = None  # ThreadPoolExecutor with _threads - 1 workers: the caller is the last thread

@@ -24,7 +24,7 @@ from ..backend import get_array_module
 from ..engine import Function
 from ..tensor import as_tensor_like
 from .special import normal_cdf
-from .util import add_rows, blocks, blockwise, check_probability, keep_mask, sum_rows
+from .util import THREAD_BLOCK, add_rows, blocks, blockwise, check_probability, keep_mask, sum_rows
 
 __all__ = [
     "linear", "layer_norm", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout", "drop_path",
@@ -365,7 +365,8 @@ def gelu_values(x, approximate, with_slope):
     out = xp.empty_like(flat)
     slope = xp.empty_like(flat) if with_slope else None
     block = _gelu_tanh_block if approximate == "tanh" else _gelu_erf_block
-    parallel.run(lambda b: block(xp, flat[b], out[b], None if slope is None else slope[b]), blocks(flat.size, 1, xp))
+    parallel.run(lambda b: block(xp, flat[b], out[b], None if slope is None else slope[b]),
+                 blocks(flat.size, 1, xp, THREAD_BLOCK))
     return out.reshape(x.shape), slope
 
 
