@@ -17,6 +17,25 @@ The thread count is BLAS's: the first of ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THR
 caller. The pool's threads run NumPy loops only (never MPI, never a pool task of their
 own), are made on first use, are forgotten in a forked child (the data loader's workers
 make their own if they need one) and are joined when the interpreter exits.
+
+OpenBLAS's own threads, once a product is done, spin for 2**28 cycles (about 0.1 s)
+waiting for the next one before they sleep, on the cores that the pool's threads want
+for the elementwise op that follows: on two cores a vit-tiny training step at two
+threads ran at 54 images/s so, and at 60 with the pool off. ``OPENBLAS_THREAD_TIMEOUT``
+shortens the spin (to 2**12 cycles: 63 images/s with the pool, products as fast);
+OpenBLAS reads it once, when NumPy loads it, so this module sets it (unless it is
+set) before NumPy is imported: ``autograd`` imports it first, and ``npvit`` imports
+``autograd`` first.
+
+A piece that calls BLAS (attention's per-piece products, layer norm's row means as
+matrix-vector products) would hand each small product to OpenBLAS's threads while the
+pool's other thread does the same: three or four threads on two cores, and a wake-up of
+a sleeping BLAS thread per product. So while pieces run, OpenBLAS runs on one thread
+(``openblas_set_num_threads_local``, OpenBLAS 0.3.27 on; NumPy's bundled build applies it
+to the whole process, so the caller sets it before the pool starts and restores it once
+every run has ended, and each run sets it too, for a build where it is per thread;
+where NumPy's BLAS is not such an OpenBLAS, nothing changes). OpenBLAS splits a product
+over its threads by output rows and columns, never within one sum, so this changes no bit.
 """
 from __future__ import annotations
 
@@ -25,11 +44,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "12")  # before NumPy loads OpenBLAS: see above
 
 _threads = None  # the count in use; None until first asked
 _pool = None  # ThreadPoolExecutor with _threads - 1 workers: the caller is the last thread
 _lock = threading.Lock()
 _worker = threading.local()
+_blas_local = None  # OpenBLAS's openblas_set_num_threads_local, or a stand-in that does nothing
 
 
 def default_threads() -> int:
@@ -77,6 +98,37 @@ def _mark_worker():
     _worker.active = True
 
 
+def _set_blas_threads(n: int) -> int:
+    """Set OpenBLAS's thread count to ``n`` (for this thread, or in NumPy's build for the process); return what it was."""
+    global _blas_local
+    if _blas_local is None:
+        _blas_local = _find_blas_local()
+    return _blas_local(n)
+
+
+def _find_blas_local():
+    """``openblas_set_num_threads_local`` of the OpenBLAS this process has loaded (NumPy's), else a no-op.
+
+    The library is found by its path in ``/proc/self/maps`` (Linux): NumPy loads it
+    privately, so its symbols are not in the process's global namespace.
+    """
+    import ctypes  # here, not above: only once a pool runs BLAS pieces
+
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
+    except OSError:
+        paths = set()
+    for path in sorted(paths):
+        try:
+            fn = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        return fn
+    return lambda n: 0
+
+
 def _forget_pool():
     """In a forked child: the parent's workers do not exist here; a pool is made again when needed."""
     global _pool
@@ -88,6 +140,14 @@ os.register_at_fork(after_in_child=_forget_pool)
 
 def _each(fn, pieces):
     return [fn(p) for p in pieces]
+
+
+def _each_on_one_blas_thread(fn, pieces):
+    blas_threads = _set_blas_threads(1)
+    try:
+        return _each(fn, pieces)
+    finally:
+        _set_blas_threads(blas_threads)
 
 
 def run(fn, pieces) -> list:
@@ -103,12 +163,16 @@ def run(fn, pieces) -> list:
     if n <= 1 or getattr(_worker, "active", False):
         return _each(fn, pieces)
     runs = [pieces[len(pieces) * i // n:len(pieces) * (i + 1) // n] for i in range(n)]
-    futures = [_get_pool().submit(_each, fn, r) for r in runs[1:]]
+    blas_threads = _set_blas_threads(1)
     try:
-        results = _each(fn, runs[0])
+        futures = [_get_pool().submit(_each_on_one_blas_thread, fn, r) for r in runs[1:]]
+        try:
+            results = _each(fn, runs[0])
+        finally:
+            for f in futures:
+                f.exception()  # wait, whatever the caller's run did
     finally:
-        for f in futures:
-            f.exception()  # wait, whatever the caller's run did
+        _set_blas_threads(blas_threads)
     for f in futures:
         results.extend(f.result())
     return results

@@ -1,5 +1,7 @@
 """autograd/parallel.py: the thread pool of the CPU's blocked elementwise work."""
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -30,6 +32,30 @@ def test_run_keeps_the_pieces_order_and_shares_them_out(threads):
     seen = parallel.run(piece, range(9))
     assert [i for i, _ in seen] == list(range(9))
     assert len({t for _, t in seen}) == 3
+
+
+def test_pieces_run_on_one_blas_thread_and_the_count_comes_back(threads):
+    threads(2)
+    outside = parallel._set_blas_threads(2)  # a known count, whatever the environment gave
+    try:
+        inside = parallel.run(lambda i: parallel._set_blas_threads(1), range(4))
+        after = parallel._set_blas_threads(2)
+    finally:
+        parallel._set_blas_threads(outside)
+    if parallel._blas_local.__name__ == "<lambda>":
+        pytest.skip("NumPy's BLAS has no openblas_set_num_threads_local")
+    assert inside == [1, 1, 1, 1]
+    assert after == 2
+
+
+def test_importing_npvit_shortens_openblas_spin_unless_set():
+    code = "import os, npvit; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "12"
+    env["OPENBLAS_THREAD_TIMEOUT"] = "20"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "20"
 
 
 def test_one_thread_runs_everything_in_the_caller(threads):

@@ -17,7 +17,7 @@ from .. import kernels, parallel, precision
 from ..backend import get_array_module
 from ..engine import Function
 from ..tensor import Tensor, as_tensor_like
-from .util import blocks, check_probability, keep_mask, unbroadcast
+from .util import THREAD_BLOCK, blocks, check_probability, keep_mask, unbroadcast
 
 __all__ = ["attention_weights", "scaled_dot_product_attention"]
 
@@ -131,7 +131,7 @@ def _softmax_again(q, k, bias, scale, row_max, row_sum):
 
 # --- the CPU's attention: piece by piece over the first axis, over autograd.parallel's threads ---
 # Every (Nq, Nk) slice of the logits is its own softmax and its own matrix products, so
-# the samples of a batch split into pieces of about util.BLOCK logits that each run the
+# the samples of a batch split into pieces of about util.THREAD_BLOCK logits that each run the
 # whole forward (or backward) in cache, one run of pieces per thread. A piece's numbers
 # are those of the whole-array code, bit for bit, whatever the thread count. The weights P
 # are not kept between the passes (FlashAttention's recomputation, here exact): the
@@ -139,10 +139,12 @@ def _softmax_again(q, k, bias, scale, row_max, row_sum):
 # piece's P from q, k and them, which costs one small matrix product and an exp pass
 # and saves a (B, H, N, N) array a layer for the whole step.
 def _pieces(logits_shape):
-    """Slices of the first axis of the logits ``(..., Nq, Nk)``, each about ``BLOCK`` elements; one slice for 2-D."""
+    """Slices of the first axis of the logits ``(..., Nq, Nk)``, each about ``THREAD_BLOCK`` elements (fewer NumPy
+    calls, so less GIL traded between the pool's threads; every product and row sum is the same whatever the
+    slice's length); one slice for 2-D."""
     if len(logits_shape) < 3:
         return [slice(None)]
-    return blocks(logits_shape[0], int(np.prod(logits_shape[1:])), np)
+    return blocks(logits_shape[0], int(np.prod(logits_shape[1:])), np, THREAD_BLOCK)
 
 
 def _part(a, r, ndim):

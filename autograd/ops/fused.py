@@ -24,7 +24,7 @@ from ..backend import get_array_module
 from ..engine import Function
 from ..tensor import as_tensor_like
 from .special import normal_cdf
-from .util import add_rows, blocks, blockwise, check_probability, keep_mask, sum_rows
+from .util import BLOCK, THREAD_BLOCK, add_rows, blocks, blockwise, check_probability, keep_mask, sum_rows
 
 __all__ = [
     "linear", "layer_norm", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout", "drop_path",
@@ -167,12 +167,16 @@ class LayerNorm(Function):
         rstd = xp.empty((len(x2), 1), dtype=x.dtype)  # (M, 1)
         mean_of = xp.full(dim, 1.0 / dim, dtype=x.dtype)
 
-        def rows(r):
-            mean[r, 0] = x2[r] @ mean_of
-            xh = x2[r] - mean[r]
-            var = (xh * xh) @ mean_of  # (rows,)
-            var += eps
-            rstd[r, 0] = var
+        def rows(run):
+            r, parts = run
+            xr = x2[r]
+            for _, b, part in parts:
+                mean[b, 0] = xr[part] @ mean_of
+            xh = xr - mean[r]
+            sq = xh * xh
+            for _, b, part in parts:
+                rstd[b, 0] = sq[part] @ mean_of  # the variance
+            rstd[r] += eps
             xp.sqrt(rstd[r], out=rstd[r])
             xp.reciprocal(rstd[r], out=rstd[r])
             xh *= rstd[r]  # xhat = (x - mean) / sqrt(var + eps)
@@ -183,7 +187,7 @@ class LayerNorm(Function):
             if bias is not None:
                 out[r] += bias
 
-        parallel.run(rows, blocks(len(x2), dim, xp))
+        parallel.run(rows, _block_runs(blocks(len(x2), dim, xp)))
         cache = (x2, mean, rstd, weight, has_bias, needs_input_grad) if any(needs_input_grad) else None
         return out.reshape(x.shape), cache
 
@@ -210,38 +214,56 @@ class LayerNorm(Function):
         dws = xp.empty((len(row_blocks), dim), dtype=g.dtype) if weight is not None and needs[1] else None
         dbs = xp.empty((len(row_blocks), dim), dtype=g.dtype) if has_bias and needs[-1] else None
         ones = xp.ones(len(g2), dtype=g.dtype)
+        a, b = xp.empty(len(g2), dtype=g.dtype), xp.empty(len(g2), dtype=g.dtype)  # mean(dxhat), mean(dxhat xhat)
 
-        def rows(i):
-            r = row_blocks[i]
+        def rows(run):
+            r, parts = run
             gr = g2[r]
             xh = x2[r] - mean[r]
             xh *= rstd[r]  # xhat, remade
             gx = gr * xh
-            if dws is not None:
-                dws[i] = ones[:len(gr)] @ gx
-            if dbs is not None:
-                dbs[i] = ones[:len(gr)] @ gr
+            for i, rb, part in parts:
+                if dws is not None:
+                    dws[i] = ones[:len(gx[part])] @ gx[part]
+                if dbs is not None:
+                    dbs[i] = ones[:len(gr[part])] @ gr[part]
+                if dx is not None:
+                    a[rb] = gr[part] @ w_mean
+                    b[rb] = gx[part] @ w_mean
             if dx is None:
                 return
-            a = gr @ w_mean  # mean(dxhat), (rows,)
-            b = gx @ w_mean  # mean(dxhat xhat), (rows,)
             d = dx[r]
             if weight is None:
                 d[...] = gr
             else:
                 xp.multiply(gr, weight, out=d)
-            d -= a[:, None]
-            xh *= b[:, None]
+            d -= a[r, None]
+            xh *= b[r, None]
             d -= xh
             d *= rstd[r]
 
-        parallel.run(rows, range(len(row_blocks)))
+        parallel.run(rows, _block_runs(row_blocks))
         grads = [_plus(so_far, None if dx is None else dx.reshape(g.shape))]
         if weight is not None:
             grads.append(None if dws is None else sum_rows(dws))
         if has_bias:
             grads.append(None if dbs is None else sum_rows(dbs))
         return tuple(grads)
+
+
+def _block_runs(row_blocks):
+    """The row blocks (of ``blocks``) in runs of ``THREAD_BLOCK // BLOCK``, each ``(its rows, [(block index, the
+    block's rows, those rows within the run)])``: a run's elementwise passes go over all its rows at once (few NumPy
+    calls, little GIL between the pool's threads), its matrix-vector products block by block, so their sums are
+    those of BLOCK-sized blocks, bit for bit, as before the runs."""
+    per_run = max(1, THREAD_BLOCK // BLOCK)
+    runs = []
+    for first in range(0, len(row_blocks), per_run):
+        run = row_blocks[first:first + per_run]
+        start = run[0].start
+        runs.append((slice(start, run[-1].stop),
+                     [(i, rb, slice(rb.start - start, rb.stop - start)) for i, rb in enumerate(run, first)]))
+    return runs
 
 
 def layer_norm_rows(x2, eps):
@@ -365,7 +387,8 @@ def gelu_values(x, approximate, with_slope):
     out = xp.empty_like(flat)
     slope = xp.empty_like(flat) if with_slope else None
     block = _gelu_tanh_block if approximate == "tanh" else _gelu_erf_block
-    parallel.run(lambda b: block(xp, flat[b], out[b], None if slope is None else slope[b]), blocks(flat.size, 1, xp))
+    parallel.run(lambda b: block(xp, flat[b], out[b], None if slope is None else slope[b]),
+                 blocks(flat.size, 1, xp, THREAD_BLOCK))
     return out.reshape(x.shape), slope
 
 
