@@ -176,12 +176,13 @@ def colorbar(vmin: float, vmax: float, height: int, label: str = "", width: int 
 
 
 def scatter_plot(series, *, xlim, ylim, xlabel, ylabel, title=None, xticks=None, yticks=None, hlines=(),
-                 size=(720, 480), radius=4) -> Image.Image:
+                 size=(720, 480), radius=4, lines=False) -> Image.Image:
     """A scatter plot with a frame, ticks, grid lines, axis labels and a legend.
 
     ``series``: a list of ``(label, xs, ys)``, each drawn as dots in its own ``PALETTE``
-    colour (a label of None keeps it out of the legend). ``hlines``: ``(y, label)``
-    reference lines, dashed grey. Ticks default to ``nice_ticks`` of the limits.
+    colour (a label of None keeps it out of the legend); with ``lines`` each series' dots
+    are also joined in the order given (a curve). ``hlines``: ``(y, label)`` reference
+    lines, dashed grey. Ticks default to ``nice_ticks`` of the limits.
     """
     xticks = nice_ticks(*xlim) if xticks is None else xticks
     yticks = nice_ticks(*ylim) if yticks is None else yticks
@@ -219,8 +220,10 @@ def scatter_plot(series, *, xlim, ylim, xlabel, ylabel, title=None, xticks=None,
             draw_text(draw, (x1 - 4, py(y) - 4), label, size=FONT_SIZE - 2, anchor="rb", fill=GREY)
     for k, (_, xs, ys) in enumerate(series):
         colour = PALETTE[k % len(PALETTE)]
-        for x, y in zip(np.asarray(xs, dtype=float).ravel(), np.asarray(ys, dtype=float).ravel()):
-            cx, cy = px(x), py(y)
+        points = [(px(x), py(y)) for x, y in zip(np.asarray(xs, dtype=float).ravel(), np.asarray(ys, dtype=float).ravel())]
+        if lines and len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for cx, cy in points:
             draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=colour, outline=BLACK)
     draw.rectangle((x0, y0, x1, y1), outline=BLACK)
     draw_text(draw, ((x0 + x1) / 2, size[1] - 10), xlabel, anchor="mb")
