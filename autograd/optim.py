@@ -22,6 +22,9 @@ On a GPU the parameters, gradients and state are views into flat buffers
 state dict is per parameter all the same. ``step(ok=flag)`` takes a device flag that
 leaves everything unchanged when False, so a trainer need not read it every step.
 
+``ExponentialMovingAverage`` keeps a moving average of an optimizer's parameters on its
+flat buffers (Polyak averaging, ``--ema`` of train.py).
+
 Schedules map a step to a learning rate and nothing else, so a resumed run gets the
 same rate at step s as an uninterrupted one: ``set_lr(opt, schedule(s))``.
 """

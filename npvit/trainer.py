@@ -16,8 +16,10 @@ Modes (``TrainConfig.mode``):
 What a run keeps, in its run directory: ``config.json`` (the resolved config),
 ``metrics.jsonl`` (one JSON object per logged step and per evaluation),
 ``checkpoint-last.npz`` (every epoch, on Ctrl-C and at the end) and
-``checkpoint-best.npz`` (best evaluation accuracy). Each checkpoint holds the
-parameters, the optimizer state and the step. The step says where the run is in the data
+``checkpoint-best.npz`` (best evaluation accuracy at full size). Each checkpoint holds the
+parameters, the optimizer state, the step and, with ``--ema``, the weights' moving average,
+which every evaluation scores. ``--low-res-epochs`` trains the first epochs at a lower
+resolution, then switches to the full size as fine-tuning would (``Trainer.enter_full_size``). The step says where the run is in the data
 (epoch, batch = divmod(step, batches per epoch)), and every random draw of the run is a
 pure function of (seed, step) or (seed, epoch, batch), so ``--resume`` continues exactly
 where the run stopped. Nothing good is lost: a checkpoint is written only from a finite

@@ -324,7 +324,7 @@ def test_the_switch_to_full_size_resizes_the_positions_their_average_and_their_m
 
 def test_ema_and_a_low_res_stage_resume_exactly_before_at_and_after_the_switch(tmp_path, monkeypatch):
     flags = ["--epochs", "2", "--low-res-epochs", "1", "--low-res-size", "8", "--ema", "0.9", "--drop-path", "0.1",
-             "--train-examples", "128"]
+             "--train-examples", "128", "--eval-examples", "32"]
     code, straight = run(tmp_path, "straight", *flags)
     assert code == 0
     want = npvit.read_checkpoint(os.path.join(straight, LAST))
