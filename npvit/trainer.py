@@ -19,10 +19,10 @@ What a run keeps, in its run directory: ``config.json`` (the resolved config),
 ``checkpoint-best.npz`` (best evaluation accuracy at full size). Each checkpoint holds the
 parameters, the optimizer state, the step and, with ``--ema``, the weights' moving average,
 which every evaluation scores. ``--low-res-epochs`` trains the first epochs at a lower
-resolution, then switches to the full size as fine-tuning would (``Trainer.enter_full_size``). The step says where the run is in the data
-(epoch, batch = divmod(step, batches per epoch)), and every random draw of the run is a
-pure function of (seed, step) or (seed, epoch, batch), so ``--resume`` continues exactly
-where the run stopped. Nothing good is lost: a checkpoint is written only from a finite
+resolution, then goes on at full size as fine-tuning would (``Trainer.enter_full_size``).
+The step says where the run is in the data (epoch, batch = divmod(step, batches per
+epoch)), and every random draw of the run is a pure function of (seed, step) or (seed,
+epoch, batch), so ``--resume`` continues exactly where the run stopped. Nothing good is lost: a checkpoint is written only from a finite
 state, atomically; a signal ends the run at a step boundary, saved; a lock file keeps a
 second process out of a run directory; and a resume cuts ``metrics.jsonl`` back to its
 checkpoint's step. ``config.json`` also records the trained model's config, a warmup
@@ -342,11 +342,11 @@ class Trainer:
         averages = self.ema.arrays() if self.ema is not None else None  # views in the layout before the switch
         mode, antialias = ckpt.RESIZE_DEFAULTS["npvit"]
         model.set_img_size(self.full_size, mode, antialias)
+        grids = (old.grid_size, model.cfg.grid_size, old.num_prefix_tokens)
         for i, name in enumerate(self.param_names):
             kind = name.rsplit(".", 1)[-1]
             if kind not in pe.ALL_PARAM_NAMES:
                 continue
-            grids = (old.grid_size, model.cfg.grid_size, old.num_prefix_tokens)
             # The optimizer's moments (and SGD's momentum) are each position's gradient statistics:
             # interpolated, a new position starts with its neighbours', where zeros would give its
             # first Adam steps ~3x the size (m^ = 0.1 g against sqrt(v^) = 0.03 |g| once bias
