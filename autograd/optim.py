@@ -22,12 +22,16 @@ On a GPU the parameters, gradients and state are views into flat buffers
 state dict is per parameter all the same. ``step(ok=flag)`` takes a device flag that
 leaves everything unchanged when False, so a trainer need not read it every step.
 
+``ExponentialMovingAverage`` keeps a moving average of an optimizer's parameters on its
+flat buffers (Polyak averaging, ``--ema`` of train.py).
+
 Schedules map a step to a learning rate and nothing else, so a resumed run gets the
 same rate at step s as an uninterrupted one: ``set_lr(opt, schedule(s))``.
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -404,6 +408,77 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+class ExponentialMovingAverage:
+    """An exponential moving average of an optimizer's parameters (Polyak averaging), updated after each step.
+
+    ``update()`` after every ``optimizer.step()``: ema = d ema + (1 - d) w, with
+    d = min(decay, (1 + t) / (10 + t)) at the t-th update (t = 0, 1, ...), the warm-up of
+    TensorFlow's ``ExponentialMovingAverage(num_updates=...)`` that timm's ``ModelEma`` also
+    offers: without it the first thousand steps of a 0.999 average would still be mostly
+    the initialisation, which a short run never outgrows (d is 0.1 at the first update,
+    0.5 at the eighth, 0.9 at the 80th). The averages live in one buffer per buffer of the
+    optimizer's flat parameters (``autograd/flat.py``), so an update is two whole-buffer
+    operations per dtype on the CPU and the GPU alike. ``applied()`` puts them into the
+    parameters for an evaluation; ``arrays()`` and ``load`` save and restore them per
+    parameter, in the optimizer's order.
+    """
+
+    def __init__(self, optimizer: Optimizer, decay: float):
+        if not 0 < decay < 1:
+            raise ValueError(f"the decay must be in (0, 1), not {decay}")
+        self.optimizer = optimizer
+        self.decay = decay
+        self.updates = 0
+        self.averages = [w.copy() for w in optimizer.flat.data]
+
+    def rate(self) -> float:
+        """The decay of the next update, d = min(decay, (1 + t) / (10 + t)) after t updates."""
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    def update(self) -> None:
+        """Move the averages towards the parameters as they are now."""
+        d = self.rate()
+        for average, w in zip(self.averages, self.optimizer.flat.data):
+            average *= d
+            average += (1.0 - d) * w
+        self.updates += 1
+
+    def arrays(self) -> list:
+        """The averages of parameter 0, 1, ... (the optimizer's order), as views in the parameters' shapes."""
+        flat = self.optimizer.flat
+        return [flat.view(self.averages, i) for i in range(len(flat.params))]
+
+    def load(self, arrays, updates: int) -> None:
+        """Take the averages from per-parameter ``arrays`` (as ``arrays()`` gives them, host or device) and the
+        count of updates made; ValueError when a shape does not fit (nothing is changed then)."""
+        flat = self.optimizer.flat
+        if len(arrays) != len(flat.params):
+            raise ValueError(f"{len(arrays)} averages for {len(flat.params)} parameters")
+        for i, (a, p) in enumerate(zip(arrays, flat.params)):
+            if tuple(a.shape) != tuple(p.shape):
+                raise ValueError(f"the average of parameter {i} has shape {tuple(a.shape)}, expected {p.shape}")
+        self.averages = [
+            backend.get_array_module(w).concatenate([
+                backend.to_device(arrays[i], backend.array_device(w)).reshape(-1).astype(w.dtype, copy=False)
+                for i in indices])
+            for w, indices in zip(flat.data, flat.members)
+        ]
+        self.updates = int(updates)
+
+    @contextmanager
+    def applied(self):
+        """The parameters hold the averages inside the block and their own values again after it."""
+        flat = self.optimizer.flat
+        kept = [w.copy() for w in flat.data]
+        for w, average in zip(flat.data, self.averages):
+            w[...] = average
+        try:
+            yield
+        finally:
+            for w, k in zip(flat.data, kept):
+                w[...] = k
 
 
 NO_WEIGHT_DECAY = ("pos_embed", "cls_token", "mask_token", "dist_token", "relative_position_bias_table")

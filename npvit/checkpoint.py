@@ -3,7 +3,8 @@
 Three kinds of ``.npz`` file load into a ready model with ``load_checkpoint(path)``:
 
 - **ours** (``save_checkpoint``): the model's state dict under its timm names, the
-  optimizer state and any extra arrays under ``optimizer/...`` and ``extra/...``, and one
+  optimizer state, the moving average of the weights (``--ema``) and any extra arrays
+  under ``optimizer/...``, ``ema/...`` and ``extra/...``, and one
   JSON document under ``__npvit__`` holding the format version, the ``ViTConfig``, the
   step and the structure of the optimizer state. One file, written to a temporary file
   beside the target and renamed over it, so a crash never leaves half a checkpoint;
@@ -32,6 +33,10 @@ interpolation defaults to the source's own (``RESIZE_DEFAULTS``): bicubic with
 antialiasing for timm files (timm's ``resample_abs_pos_embed``), bilinear without for
 Google files (timm's ``_load_weights``), bicubic without for ours.
 
+A checkpoint of ours with a moving average of the weights loads the average
+(``load_checkpoint(path)``, so ``--init`` and ``--eval-only`` use it); ``ema=False``
+loads the trained weights themselves, as ``--resume`` does. Format version 3 added it.
+
 Our format's version 1 (before the paper's 1-D relative attention) called the 2-D kind
 ``"relative"``; such files load as ``"relative_2d"``, which is what they hold. A version-1
 GAP model with a [class] token says so in its config (``class_token: true``) and loads
@@ -45,7 +50,7 @@ import os
 import re
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -57,7 +62,7 @@ from .config import ViTConfig, check_fields
 from .fileio import atomic_write
 from .model import VisionTransformer
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 META_KEY = "__npvit__"
 # format -> (interpolation, antialias) of position embeddings resized on loading
 RESIZE_DEFAULTS = {"npvit": ("bicubic", False), "timm": ("bicubic", True), "google": ("bilinear", False)}
@@ -71,7 +76,8 @@ class NonFiniteState(ValueError):
 @dataclass
 class Checkpoint:
     """What a checkpoint file holds: its format ("npvit", "timm", "google"), the model's config and
-    state dict (timm names, host NumPy arrays), and for ours the step, optimizer state and extras."""
+    state dict (timm names, host NumPy arrays), and for ours the step, optimizer state, extras and the
+    moving average of the parameters (``ema``: {name: array}, or None)."""
 
     format: str
     config: ViTConfig
@@ -80,6 +86,7 @@ class Checkpoint:
     optimizer_state: object = None
     extra: object = None
     path: str | None = field(default=None, repr=False)
+    ema: dict | None = field(default=None, repr=False)
 
 
 # --- trees of arrays and JSON values --------------------------------------------------
@@ -121,9 +128,11 @@ def _decode(tree, arrays):
 
 
 # --- saving -----------------------------------------------------------------------------
-def save_checkpoint(path, model: VisionTransformer, step=0, optimizer_state=None, extra=None) -> str:
-    """Write ``model`` (state and config), ``step``, ``optimizer_state`` (e.g. ``optimizer.state_dict()``)
-    and ``extra`` (any tree of arrays, numbers, strings, lists and dicts) to ``path`` atomically.
+def save_checkpoint(path, model: VisionTransformer, step=0, optimizer_state=None, extra=None, ema=None) -> str:
+    """Write ``model`` (state and config), ``step``, ``optimizer_state`` (e.g. ``optimizer.state_dict()``),
+    ``extra`` (any tree of arrays, numbers, strings, lists and dicts) and ``ema`` (the moving average of
+    the parameters, {name: array} with the model's names; loading builds the model from it) to ``path``
+    atomically.
 
     Returns the path. Loading gives every array back bit for bit. A floating-point array
     holding NaN or infinity raises ``NonFiniteState`` before anything is written: a run
@@ -138,6 +147,7 @@ def save_checkpoint(path, model: VisionTransformer, step=0, optimizer_state=None
         "step": None if step is None else int(step),
         "optimizer": _encode(optimizer_state, "optimizer", arrays),
         "extra": _encode(extra, "extra", arrays),
+        "ema": _encode(ema, "ema", arrays),
     }
     for name, a in arrays.items():
         if np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
@@ -200,10 +210,10 @@ def _parse(path: str, arrays: dict, overrides: dict) -> Checkpoint:
         if meta.get("format") != "npvit" or meta.get("version", 0) > FORMAT_VERSION:
             raise ValueError(f"{path}: npvit checkpoint format {meta.get('format')!r} version {meta.get('version')} "
                              f"is not one this code reads (version <= {FORMAT_VERSION})")
-        state = {k: v for k, v in arrays.items() if not k.startswith(("optimizer/", "extra/"))}
+        state = {k: v for k, v in arrays.items() if not k.startswith(("optimizer/", "extra/", "ema/"))}
         config = ViTConfig.from_dict(_upgrade_config(meta["config"], meta.get("version", 0))).replace(**overrides)
         return Checkpoint("npvit", config, state, meta.get("step"), _decode(meta.get("optimizer"), arrays),
-                          _decode(meta.get("extra"), arrays), path)
+                          _decode(meta.get("extra"), arrays), path, _decode(meta.get("ema"), arrays))
     if _google_prefix(arrays) is not None:
         state, hints = google_to_timm(arrays)
         return Checkpoint("google", infer_config(state, **{**hints, **overrides}), state, path=path)
@@ -385,7 +395,7 @@ _POSITION_KEY = re.compile(r"^(?:blocks\.\d+\.)?(" + "|".join(pe.ALL_PARAM_NAMES
 
 
 def load_checkpoint(source, *, img_size=None, num_classes=None, interpolation=None, antialias=None, generator=None,
-                    **overrides) -> VisionTransformer:
+                    ema=True, **overrides) -> VisionTransformer:
     """A ready model from a checkpoint path (ours, timm-named or Google's) or a ``Checkpoint``.
 
     ``img_size``: fine-tune at another resolution, the position embeddings interpolated
@@ -393,18 +403,19 @@ def load_checkpoint(source, *, img_size=None, num_classes=None, interpolation=No
     the source's own, ``RESIZE_DEFAULTS``) to the new grid. ``num_classes``: when it
     differs, the fine-tuning head swap (``VisionTransformer.reset_classifier``). Other keywords
     override config fields (``drop_path_rate=0.1``; ``num_heads`` for timm files).
-    A checkpoint that does not fit raises ``StateDictError`` naming every key and shape off.
+    ``ema``: build the model from the moving average of the weights when the checkpoint
+    holds one (False: from the trained weights themselves). A checkpoint that does not fit
+    raises ``StateDictError`` naming every key and shape off.
     """
     ck = source if isinstance(source, Checkpoint) else read_checkpoint(source, **overrides)
     if isinstance(source, Checkpoint) and overrides:
-        ck = Checkpoint(ck.format, ck.config.replace(**overrides), ck.state, ck.step, ck.optimizer_state,
-                        ck.extra, ck.path)
+        ck = replace(ck, config=ck.config.replace(**overrides))
     old = ck.config
     new = old if img_size is None else old.replace(img_size=img_size)
     default_mode, default_antialias = RESIZE_DEFAULTS[ck.format]
     interpolation = default_mode if interpolation is None else interpolation
     antialias = default_antialias if antialias is None else antialias
-    state = dict(ck.state)
+    state = {**ck.state, **(ck.ema if ema and ck.ema else {})}
     if new.grid_size != old.grid_size:
         for key, value in state.items():
             match = _POSITION_KEY.match(key)

@@ -16,7 +16,8 @@ here):
 - Each process takes a contiguous share of every global batch (``shard``); its loss is
   the mean over its share, and the gradients are averaged over the processes, so their
   sum is the gradient of the global batch's mean loss. Clipping and the optimizer then
-  run on that global gradient, identically everywhere, so the parameters stay equal.
+  run on that global gradient, identically everywhere, so the parameters stay equal,
+  and so does the moving average of them (``--ema``) that each process keeps for itself.
 - Random draws are made for the whole global batch on every process, which keeps only
   its rows (``RowGenerator``): dropout and attention-dropout masks, drop-path,
   augmentation and the masked patches are then the draws one process would make for

@@ -458,14 +458,18 @@ class VisionTransformer(Module):
         grid (``interpolation`` "bilinear" or "bicubic", ``antialias`` as ``F.interpolate``'s),
         keeping the [class] embedding apart.
 
-        The position Parameters are replaced by new ones, so build the optimizer afterwards.
+        The position Parameters stay the same objects, their data rebound to the new shape
+        (and their gradients dropped): an optimizer's flat buffers gather them again
+        (``FlatParameters.attach``), but its state of them keeps the old shape, so resize that
+        too (the trainer's low-resolution stage does) or build the optimizer afterwards.
         """
         old, new = self.cfg, self.cfg.replace(img_size=img_size)
         for owner in self._position_owners():
             for name in pe.PARAM_NAMES[old.pos_embed]:
-                data = pe.resize(name, getattr(owner, name).data, old.grid_size, new.grid_size,
-                                 old.num_prefix_tokens, interpolation, antialias)
-                setattr(owner, name, Parameter(data))
+                p = getattr(owner, name)
+                p.data = pe.resize(name, p.data, old.grid_size, new.grid_size, old.num_prefix_tokens,
+                                   interpolation, antialias)
+                p.grad = None
         self.cfg = new
         self._set_relative_index()
         return self

@@ -186,6 +186,12 @@ class TrainConfig:
     image_size: int | None = setting(None, "train at this resolution (images are resized; fine-tuning "
                                      "interpolates the position embeddings)", group="data",
                                      default_help="the data set's", check=positive)
+    low_res_epochs: int = setting(0, "train the first K epochs at --low-res-size, then at full size with the "
+                                  "position embeddings interpolated as fine-tuning does (the paper's Sec. 3.2 as a "
+                                  "speed trick; 0: off)", group="data", metavar="K", check=non_negative)
+    low_res_size: int | None = setting(None, "the image size of the --low-res-epochs stage, a multiple of the "
+                                       "patch size below the full size", group="data", metavar="S",
+                                       default_help="none", check=positive)
     epochs: int | None = setting(None, "epochs to train", group="optimisation", check=positive)
     max_steps: int | None = setting(None, "stop after this many steps (the schedule ends there too)",
                                     group="optimisation", default_help="every epoch's", check=positive)
@@ -211,6 +217,10 @@ class TrainConfig:
                                 check=non_negative)
     clip_grad: float | None = setting(None, "clip the global gradient norm (0: off)", group="optimisation",
                                           check=non_negative)
+    ema: float = setting(0.0, "keep an exponential moving average of the weights with this decay, warmed up as "
+                         "min(DECAY, (1+t)/(10+t)) at step t; every evaluation, the best checkpoint and what "
+                         "--init/--eval-only load from a checkpoint use it (0: off)", group="optimisation",
+                         metavar="DECAY", check=in_range(0, 1))
     label_smoothing: float | None = setting(None, "label smoothing", group="augmentation",
                                                check=in_range(0, 1))
     crop_padding: int | None = setting(None, "random crop with this padding (0: off)", group="augmentation",
@@ -221,6 +231,8 @@ class TrainConfig:
     rand_magnitude: float = setting(9.0, "RandAugment magnitude, on the paper's 0..10 scale",
                                     group="augmentation", flag="--randaugment-magnitude",
                                     check=in_range(0, 10, high_included=True))
+    eval_flip: bool = setting(False, "evaluate on the mean of the logits of each image and its mirror image "
+                              "(test-time augmentation; not in mpp)", group="augmentation")
     mixup: float | None = setting(None, "mixup alpha (0: off)", group="augmentation", check=non_negative)
     cutmix: float | None = setting(None, "cutmix alpha (0: off)", group="augmentation", check=non_negative)
     mpp_target: str = setting("mean_color", "what masked patch prediction predicts (mean_color: the 3-bit mean "
@@ -326,6 +338,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     check(cfg)
     if cfg.mode == "finetune" and not cfg.init:
         raise TrainError("fine-tuning needs a checkpoint to start from: pass --init CHECKPOINT")
+    if cfg.eval_flip and cfg.mode == "mpp":
+        raise TrainError("--eval-flip averages class logits; masked patch prediction has none")
     # the mode's recipe wins over the data set's where both speak (finetune epochs, mpp's no-mixup)
     defaults = {**DATASET_DEFAULTS[cfg.dataset], **MODE_DEFAULTS[cfg.mode]}
     if cfg.mode == "supervised" and backend.parse_device(cfg.device)[0] == "cpu":
@@ -340,9 +354,27 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     out = TrainConfig(**{**cfg.to_dict(), **values, **MODE_FIXED.get(cfg.mode, {}), "betas": tuple(cfg.betas),
                          "model_overrides": overrides})
     check(out)
+    check_low_res(out)
     if out.mode != "finetune":  # a fine-tune's model is its checkpoint's, checked when it is read
         check_model(out)
     return out
+
+
+def check_low_res(cfg: TrainConfig) -> None:
+    """--low-res-epochs and --low-res-size against each other, the run's length and its mode (TrainError);
+    against the patch and image size when the model is built (``npvit.trainer.build_model``)."""
+    if cfg.low_res_size is not None and not cfg.low_res_epochs:
+        raise TrainError(f"--low-res-size {cfg.low_res_size} needs --low-res-epochs K, the epochs to train at it")
+    if not cfg.low_res_epochs:
+        return
+    if cfg.low_res_size is None:
+        raise TrainError(f"--low-res-epochs {cfg.low_res_epochs} needs --low-res-size S, the size to train at")
+    if cfg.mode == "finetune":
+        raise TrainError("--low-res-epochs starts a new model at low resolution; a fine-tune starts from --init's "
+                         "model: fine-tune at --image-size directly")
+    if cfg.low_res_epochs >= cfg.epochs:
+        raise TrainError(f"--low-res-epochs {cfg.low_res_epochs} must be fewer than --epochs {cfg.epochs}, so "
+                         "that the run ends at full size")
 
 
 def check_model(cfg: TrainConfig) -> None:

@@ -16,11 +16,13 @@ Modes (``TrainConfig.mode``):
 What a run keeps, in its run directory: ``config.json`` (the resolved config),
 ``metrics.jsonl`` (one JSON object per logged step and per evaluation),
 ``checkpoint-last.npz`` (every epoch, on Ctrl-C and at the end) and
-``checkpoint-best.npz`` (best evaluation accuracy). Each checkpoint holds the
-parameters, the optimizer state and the step. The step says where the run is in the data
-(epoch, batch = divmod(step, batches per epoch)), and every random draw of the run is a
-pure function of (seed, step) or (seed, epoch, batch), so ``--resume`` continues exactly
-where the run stopped. Nothing good is lost: a checkpoint is written only from a finite
+``checkpoint-best.npz`` (best evaluation accuracy at full size). Each checkpoint holds the
+parameters, the optimizer state, the step and, with ``--ema``, the weights' moving average,
+which every evaluation scores. ``--low-res-epochs`` trains the first epochs at a lower
+resolution, then goes on at full size as fine-tuning would (``Trainer.enter_full_size``).
+The step says where the run is in the data (epoch, batch = divmod(step, batches per
+epoch)), and every random draw of the run is a pure function of (seed, step) or (seed,
+epoch, batch), so ``--resume`` continues exactly where the run stopped. Nothing good is lost: a checkpoint is written only from a finite
 state, atomically; a signal ends the run at a step boundary, saved; a lock file keeps a
 second process out of a run directory; and a resume cuts ``metrics.jsonl`` back to its
 checkpoint's step. ``config.json`` also records the trained model's config, a warmup
@@ -51,8 +53,9 @@ from autograd import backend, nn, ops, optim, precision
 
 from . import checkpoint as ckpt
 from . import distributed, interrupts, mpp, recipes
+from . import pos_embed as pe
 from .config import get_config, model_name
-from .data import Augment, Loader, load_dataset, seed_generator
+from .data import Augment, Loader, hflip, load_dataset, seed_generator
 from .data.download import clean_partial
 from .fileio import atomic_write
 from .model import Attention, VisionTransformer
@@ -72,11 +75,14 @@ class NonFiniteLoss(Exception):
 
 
 # --- the loss of each mode -------------------------------------------------------------
-def classification_loss(model, inputs, targets, labels, generator, label_smoothing=0.0):
+def classification_loss(model, inputs, targets, labels, generator, label_smoothing=0.0, flip=False):
     """Cross-entropy of the logits against ``targets``, and how many of ``labels`` the model
     predicts: ``(loss, correct, count)``. ``targets`` are labels, smoothed here by
-    ``label_smoothing``, or distributions, which ``Augment`` has smoothed and mixed already."""
+    ``label_smoothing``, or distributions, which ``Augment`` has smoothed and mixed already.
+    ``flip``: the logits are the mean of the image's and its mirror image's (test-time augmentation)."""
     logits = model(inputs)
+    if flip:
+        logits = (logits + model(hflip(inputs))) * 0.5
     correct = (logits.data.argmax(axis=-1) == labels).sum()
     smoothing = 0.0 if targets.dtype.kind == "f" else label_smoothing
     return ops.cross_entropy(logits, targets, smoothing), correct, labels.shape[0]
@@ -86,10 +92,13 @@ def mode_loss(cfg: TrainConfig, mean, std, training=False):
     """The loss of the run's mode, one function of ``(model, inputs, targets, labels, generator)``
     giving ``(loss, correct, count)``; ``mean`` and ``std`` are the data's normalisation.
     ``training``: the training step's, which smooths labels by the run's label smoothing (the
-    targets a GPU's unmixed batch gets from ``Augment``); the evaluation's never smooths."""
+    targets a GPU's unmixed batch gets from ``Augment``); the evaluation's never smooths, and
+    averages over mirror images with ``--eval-flip``."""
     if cfg.mode == "mpp":
         return partial(mpp.loss, mean=mean, std=std, mask_ratio=cfg.mpp_mask_ratio)
-    return partial(classification_loss, label_smoothing=cfg.label_smoothing) if training else classification_loss
+    if training:
+        return partial(classification_loss, label_smoothing=cfg.label_smoothing)
+    return partial(classification_loss, flip=True) if cfg.eval_flip else classification_loss
 
 
 # --- building the pieces --------------------------------------------------------------
@@ -131,9 +140,15 @@ def held_out(train, n: int):
     return val
 
 
+def full_image_size(cfg: TrainConfig, train_set) -> int:
+    """The image size the run trains at (after its low-resolution stage, if any) and ends at."""
+    return cfg.image_size or train_set.image_size[0]
+
+
 def build_model(cfg: TrainConfig, train_set) -> tuple[VisionTransformer, dict]:
-    """The model for the run; for fine-tuning, the loaded checkpoint with a new head and grid."""
-    image_size = cfg.image_size or train_set.image_size[0]
+    """The model for the run, at ``--low-res-size`` when the run starts with a low-resolution stage; for
+    fine-tuning, the loaded checkpoint with a new head and grid."""
+    image_size = full_image_size(cfg, train_set)
     num_classes = train_set.num_classes
     overrides = dict(cfg.model_overrides)
     if cfg.mode == "finetune":
@@ -153,6 +168,13 @@ def build_model(cfg: TrainConfig, train_set) -> tuple[VisionTransformer, dict]:
         config = config.replace(representation_size=config.embed_dim)
     if cfg.mode == "mpp":
         config = config.replace(mask_token=True, mpp_target=cfg.mpp_target)
+    if cfg.low_res_epochs:
+        size, patch = cfg.low_res_size, config.effective_patch_size
+        if size % patch:
+            raise TrainError(f"--low-res-size {size} is not a multiple of the patch size {patch}")
+        if size >= image_size:
+            raise TrainError(f"--low-res-size {size} must be smaller than the image size {image_size}")
+        config = config.replace(img_size=size)
     autograd.manual_seed(cfg.seed, 0x1417)  # parameter initialisation
     return VisionTransformer(config), {}
 
@@ -218,12 +240,13 @@ class Trainer:
             train, test = load_data(cfg)
         self.train_set, self.test_set = train, test
         if resume_from is not None:
-            self.model = _load(resume_from)
+            self.model = _load(resume_from, ema=False)  # the trained weights; their average is loaded below
             self.extra = {k: v for k, v in resume_from.extra.items() if k == "init"}
         else:
             self.model, self.extra = build_model(cfg, train)
         self.model.to(self.device)
-        self.image_size = self.model.cfg.image_hw[0]
+        self.full_size = full_image_size(cfg, train)
+        self.image_size = self.model.cfg.image_hw[0]  # --low-res-size in the low-resolution stage
         data_size = train.image_size[0]
         if self.model.cfg.in_chans != train.channels:
             raise TrainError(f"the model takes {self.model.cfg.in_chans}-channel images but the data has "
@@ -259,6 +282,10 @@ class Trainer:
         if resume_from is not None and self.total_steps < resume_from.step:
             raise TrainError(f"the run is already at step {resume_from.step}, past the {self.total_steps} steps "
                              "--max-steps/--epochs now ask for")
+        self.low_res_steps = cfg.low_res_epochs * self.steps_per_epoch  # steps 0 .. low_res_steps - 1 at low_res_size
+        if self.low_res_steps and self.total_steps <= self.low_res_steps:
+            raise TrainError(f"the run ends at step {self.total_steps} (--max-steps), inside its --low-res-epochs "
+                             f"stage of {self.low_res_steps} steps; it must end at full size")
         self.optimizer = build_optimizer(cfg, self.model)
         self.schedule = build_schedule(cfg, self.total_steps, self.steps_per_epoch)
         self.warmup_note = warmup_steps(cfg, self.total_steps, self.steps_per_epoch)[1]
@@ -276,8 +303,67 @@ class Trainer:
                 self.scaler.load_state_dict(self.xp, resume_from.extra["grad_scaler"])
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.comm.broadcast_parameters(self.params)
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        self.param_names = [names[id(p)] for g in self.optimizer.param_groups for p in g["params"]]
+        # Every process holds the same weights after every step (npvit/distributed.py), so each
+        # updates its own average identically, with no communication.
+        self.ema = optim.ExponentialMovingAverage(self.optimizer, cfg.ema) if cfg.ema else None
+        if self.ema is not None and resume_from is not None:
+            self._resume_ema(resume_from)
         self.finite = None  # were all steps since the last check finite: a 0-d bool array on the device
         self.unchecked = []  # (step, loss, grad norm, finite) of those steps, to name the first bad one
+
+    def _resume_ema(self, ck: ckpt.Checkpoint) -> None:
+        """Restore the moving average of the weights from the run's checkpoint (one update per step so far)."""
+        if not ck.ema:
+            raise TrainError(f"{ck.path} holds no moving average of the weights, which this run (--ema "
+                             f"{self.cfg.ema}) keeps; it was not written by this run")
+        try:
+            self.ema.load([ck.ema[name] for name in self.param_names], updates=ck.step)
+        except (KeyError, ValueError) as e:
+            raise TrainError(f"cannot resume the moving average of the weights from {ck.path}: "
+                             f"{_one_line(e)}") from None
+
+    # --- the low-resolution stage -------------------------------------------------------
+    def stage_size(self, step: int) -> int:
+        """The image size step ``step`` trains at: ``--low-res-size`` for the first ``--low-res-epochs``."""
+        return self.cfg.low_res_size if step < self.low_res_steps else self.full_size
+
+    def enter_full_size(self) -> None:
+        """End the low-resolution stage: the model, its optimizer state and its average move to the full size.
+
+        The paper's fine-tuning at a higher resolution (Sec. 3.2) inside one run: the patch
+        size stays, so the sequence grows and only the position tables change shape. They
+        are interpolated as fine-tuning our checkpoints does (``checkpoint.RESIZE_DEFAULTS``),
+        relative tables and their gather index included, and so is their moving average.
+        """
+        model, opt = self.model, self.optimizer
+        old = model.cfg
+        averages = self.ema.arrays() if self.ema is not None else None  # views in the layout before the switch
+        mode, antialias = ckpt.RESIZE_DEFAULTS["npvit"]
+        model.set_img_size(self.full_size, mode, antialias)
+        grids = (old.grid_size, model.cfg.grid_size, old.num_prefix_tokens)
+        for i, name in enumerate(self.param_names):
+            kind = name.rsplit(".", 1)[-1]
+            if kind not in pe.ALL_PARAM_NAMES:
+                continue
+            # The optimizer's moments (and SGD's momentum) are each position's gradient statistics:
+            # interpolated, a new position starts with its neighbours', where zeros would give its
+            # first Adam steps ~3x the size (m^ = 0.1 g against sqrt(v^) = 0.03 |g| once bias
+            # correction is spent) and split the group's step counters, and with them its single
+            # fused update. Bilinear, not the weights' bicubic: a convex mix keeps the second
+            # moment >= 0, where bicubic's negative lobes could make its square root NaN.
+            state = opt.state.get(i, {})
+            for key in opt.array_state:
+                if key in state:
+                    state[key] = pe.resize(kind, state[key], *grids, "bilinear")
+            if averages is not None:
+                averages[i] = pe.resize(kind, averages[i], *grids, mode, antialias)
+        if averages is not None:
+            self.ema.load(averages, self.ema.updates)
+        self.image_size = self.full_size
+        self.augment = replace(self.augment, image_size=None if self.full_size == self.train_set.image_size[0]
+                               else self.full_size)
 
     # --- one step -------------------------------------------------------------------
     def loss_and_metrics(self, x, y, gen):
@@ -296,6 +382,8 @@ class Trainer:
         Returns the loss, correct and count of the whole global batch, the grad norm and the lr.
         """
         cfg = self.cfg
+        if self.image_size != self.stage_size(self.step):  # the first full-size step, in this session or a resumed one
+            self.enter_full_size()
         # Dropout, drop-path and attention-dropout masks are drawn for the global batch and
         # sliced; anything else random draws from the global generator, seeded per step.
         masks = distributed.RowGenerator(backend.LazyGenerator(cfg.seed, 0xD1, self.step, device=self.device),
@@ -335,6 +423,8 @@ class Trainer:
         else:
             self.optimizer.step(ok=self.finite & grads_ok)
             self.scaler.update(grads_ok)
+        if self.ema is not None:
+            self.ema.update()
         self.step += 1
         if not backend.is_gpu_array(self.finite):
             self.check_finite()  # a NumPy flag is read for free: the CPU stops at the bad step itself
@@ -357,8 +447,9 @@ class Trainer:
 
     # --- evaluation -----------------------------------------------------------------
     def evaluate(self) -> dict:
-        """Loss and accuracy (for the pixel target of mpp: the loss) on the test split, at the run's precision."""
-        with precision.autocast(self.low):
+        """Loss and accuracy (for the pixel target of mpp: the loss) on the test split, at the run's precision,
+        of the moving average of the weights when the run keeps one, at the image size of the current stage."""
+        with precision.autocast(self.low), self.ema.applied() if self.ema is not None else nullcontext():
             return evaluate_model(self.model, self.test_x, self.test_y, self.augment, self.cfg.eval_batch_size,
                                   loss=self.loss, seed=self.cfg.seed, comm=self.comm, progress=self.cfg.progress)
 
@@ -386,6 +477,7 @@ class Trainer:
                     path, self.model, step=self.step, optimizer_state=self.optimizer.state_dict(),
                     extra={"best_acc": self.best_acc, **self.extra,
                            **({} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()})},
+                    ema=None if self.ema is None else dict(zip(self.param_names, self.ema.arrays())),
                 )
         except ckpt.NonFiniteState as e:
             raise NonFiniteLoss(f"the model or optimizer state is not finite at step {self.step} ({e})") from None
@@ -446,14 +538,25 @@ class Trainer:
                 if (epoch_done and (epoch + 1) % cfg.eval_every_epochs == 0) or self.step >= self.total_steps:
                     last_eval = self.evaluate()
                     last_eval.update(step=self.step, epoch=epoch, eval=True, split=self.test_set.split)
+                    notes = []
+                    if self.ema is not None:
+                        last_eval["weights"] = "ema"
+                        notes.append("the weights' moving average")
+                    if self.low_res_steps:
+                        last_eval["image_size"] = self.image_size
+                    low_res = self.image_size != self.full_size
+                    if low_res:
+                        notes.append(f"at the low-resolution stage's {self.image_size}x{self.image_size}")
                     self.log(last_eval)
-                    improved = last_eval["acc"] > self.best_acc
+                    # checkpoint-best is a full-size model: a low-resolution score is of another task
+                    improved = not low_res and last_eval["acc"] > self.best_acc
                     if improved:
                         self.best_acc = last_eval["acc"]
                     if self.comm.is_main:
                         split = self.test_set.split
                         print(f"epoch {epoch + 1}: step {self.step}, {split} loss {last_eval['loss']:.4f}, "
-                              f"{split} acc {last_eval['acc']:.4f}" + (" (best)" if improved else ""), flush=True)
+                              f"{split} acc {last_eval['acc']:.4f}" + (" (best)" if improved else "") +
+                              (f" [{'; '.join(notes)}]" if notes else ""), flush=True)
                     if self.run_dir is not None:
                         self.save("checkpoint-last.npz")
                         if improved:
@@ -605,7 +708,10 @@ def _write_config(trainer: Trainer, record: dict, persist: dict | None = None, s
     d = trainer.cfg.to_dict()
     for name in session:
         d[name] = persist[name]
-    record = {**record, "model_config": trainer.model.cfg.to_dict(),
+    model_config = trainer.model.cfg
+    if trainer.low_res_steps:  # the model the run ends with, not the low-resolution stage's
+        model_config = model_config.replace(img_size=trainer.full_size)
+    record = {**record, "model_config": model_config.to_dict(),
               "differs_from_paper": recipes.paper_differences(trainer.cfg)}
     if trainer.warmup_note:
         record["warmup"] = trainer.warmup_note
@@ -674,7 +780,9 @@ def evaluate_checkpoint(cfg: TrainConfig, comm=None) -> dict:
     size = model.cfg.image_hw[0]
     augment = Augment(test.mean, test.std, test.num_classes, image_size=None if size == test.image_size[0] else size)
     x, y = backend.to_device(test.x, device), backend.to_device(test.y, device)
-    result = evaluate_model(model, x, y, augment, cfg.eval_batch_size, comm=comm, progress=cfg.progress and comm.is_main)
+    loss = partial(classification_loss, flip=cfg.eval_flip)
+    result = evaluate_model(model, x, y, augment, cfg.eval_batch_size, loss=loss, comm=comm,
+                            progress=cfg.progress and comm.is_main)
     return {"dataset": cfg.dataset, "split": "test", "examples": int(len(y)), **result}
 
 

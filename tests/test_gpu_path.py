@@ -72,6 +72,8 @@ def _steps(run_dir):
     ["--pos-embed", "1d", "--pos-embed-at", "every_block_shared"],
     ["--dropout", "0.1", "--attn-dropout", "0.1", "--drop-path", "0.1", "--mixup", "0.5", "--crop-padding", "2"],
     ["--cutmix", "1.0", "--randaugment", "2", "--optimizer", "sgd", "--clip-grad", "1.0"],
+    ["--ema", "0.9", "--eval-flip", "--low-res-epochs", "1", "--low-res-size", "8", "--epochs", "2"],
+    ["--mode", "mpp", "--low-res-epochs", "1", "--low-res-size", "8", "--epochs", "2"],
 ], ids=lambda f: " ".join(f) or "supervised")
 def test_every_mode_trains_on_the_device(gpu, tmp_path, flags):
     code, out = run(tmp_path, "r", "--epochs", "1", *flags)

@@ -621,3 +621,34 @@ def test_a_false_flag_leaves_parameters_and_state_as_they_were():
         np.testing.assert_array_equal(v, params[k])
     for k, v in opt.state_dict()["state"].items():
         np.testing.assert_array_equal(v, state[k])
+
+
+# --- the moving average of the weights --------------------------------------------------------
+def test_the_moving_average_follows_its_warmed_up_rule_and_applied_restores_the_weights():
+    init, grads = problem()
+    params = [nn.Parameter(a.copy()) for a in init]
+    opt = optim.SGD(params, lr=0.1)
+    ema = optim.ExponentialMovingAverage(opt, 0.9)
+    expected = [a.copy() for a in init]
+    for t in range(20):
+        for p, g in zip(params, grads(*(p.data for p in params))):
+            p.grad = g
+        opt.step()
+        ema.update()
+        d = min(0.9, (1 + t) / (10 + t))  # 0.1 at the first update: the initialisation is soon forgotten
+        expected = [d * e + (1 - d) * p.data for e, p in zip(expected, params)]
+    for got, want in zip(ema.arrays(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+    assert ema.updates == 20 and ema.rate() == pytest.approx(21 / 30)  # still warming up to 0.9
+    weights = [p.data.copy() for p in params]
+    with ema.applied():
+        for p, want in zip(params, expected):
+            np.testing.assert_allclose(p.data, want, rtol=1e-13, atol=1e-15)
+    for p, w in zip(params, weights):
+        np.testing.assert_array_equal(p.data, w)
+    again = optim.ExponentialMovingAverage(opt, 0.9)
+    again.load([a.copy() for a in ema.arrays()], ema.updates)
+    for a, b in zip(again.arrays(), ema.arrays()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="shape"):
+        again.load([np.zeros(3), np.zeros(4)], 0)

@@ -162,6 +162,21 @@ def test_a_disk_that_cannot_be_written_is_one_line_and_keeps_the_last_checkpoint
     (["--dropout", "1.5"], "drop_rate must be in [0, 1)"),
     (["--num-heads", "3"], "does not split into 3 heads"),
     (["--patch-size", "0"], "patch_size must be a positive integer"),
+    (["--ema", "1"], "--ema must be in [0, 1)"),
+    (["--ema", "-0.5"], "--ema must be in [0, 1)"),
+    (["--mode", "mpp", "--eval-flip"], "--eval-flip averages class logits"),
+    (["--low-res-epochs", "-1"], "--low-res-epochs must be >= 0"),
+    (["--low-res-epochs", "1", "--epochs", "2"], "--low-res-epochs 1 needs --low-res-size S"),
+    (["--low-res-size", "8"], "--low-res-size 8 needs --low-res-epochs K"),
+    (["--low-res-epochs", "1", "--low-res-size", "8"], "--low-res-epochs 1 must be fewer than --epochs 1"),
+    (["--low-res-epochs", "1", "--low-res-size", "6", "--epochs", "2"], "--low-res-size 6 is not a multiple of the "
+                                                                        "patch size 4"),
+    (["--low-res-epochs", "1", "--low-res-size", "16", "--epochs", "2"], "--low-res-size 16 must be smaller than "
+                                                                         "the image size 16"),
+    (["--low-res-epochs", "1", "--low-res-size", "8", "--epochs", "2", "--max-steps", "8"],
+     "inside its --low-res-epochs stage of 8 steps"),
+    (["--low-res-epochs", "1", "--low-res-size", "8", "--epochs", "2", "--init", "x.npz"],
+     "a fine-tune starts from --init's model"),
 ])
 def test_bad_numbers_are_one_line_exit_2_before_anything_is_built(tmp_path, capsys, flags, words):
     out = tmp_path / "run"

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 import npvit
+from npvit import pos_embed as pe
 from npvit import recipes as R
 from npvit import trainer as T
 from npvit.cli import main
+from npvit.data import Augment, load_dataset
 
 # A ViT small enough for a few dozen CPU steps a second: 16x16 images, 4x4 patches, D=32.
 TINY = ["--dataset", "synthetic", "--model", "vit_cifar_tiny", "--embed-dim", "32", "--depth", "2",
@@ -228,3 +230,123 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     assert "step 9" in err and "checkpoint-last.npz is kept" in err
     kept = npvit.read_checkpoint(os.path.join(out, "checkpoint-last.npz"))
     assert kept.step == 8 and all(np.isfinite(v).all() for v in kept.state.values())
+
+
+# --- the CPU recipe's tools: the weights' moving average, mirrored evaluation, a low-resolution stage --------
+LAST = "checkpoint-last.npz"
+
+
+def test_ema_is_what_evaluations_and_loading_use_and_it_is_not_the_trained_weights(tmp_path, capsys):
+    code, out = run(tmp_path, "ema", "--epochs", "2", "--ema", "0.9")
+    assert code == 0
+    evals = [m for m in metrics(out) if "eval" in m]
+    assert [m["weights"] for m in evals] == ["ema", "ema"] and all(np.isfinite(m["loss"]) for m in evals)
+    last = os.path.join(out, LAST)
+    ck = npvit.read_checkpoint(last)
+    averaged, trained = npvit.load_checkpoint(last), npvit.load_checkpoint(last, ema=False)
+    assert ck.ema.keys() == {name for name, _ in averaged.named_parameters()}
+    assert any(not np.array_equal(ck.ema[k], ck.state[k]) for k in ck.ema)
+    for k, v in averaged.state_dict().items():
+        np.testing.assert_array_equal(v, ck.ema.get(k, ck.state[k]), err_msg=k)
+    for k, v in trained.state_dict().items():
+        np.testing.assert_array_equal(v, ck.state[k], err_msg=k)
+    capsys.readouterr()
+    assert main(["--dataset", "synthetic", "--image-size", "16", "--eval-only", "--eval-examples", "128",
+                 "--init", last, "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["loss"] == pytest.approx(evals[-1]["loss"])  # --eval-only scores the average, as the run did
+    test = load_dataset("synthetic", "test", image_size=16)
+    raw = T.evaluate_model(trained, test.x[:128], test.y[:128], Augment(test.mean, test.std, test.num_classes), 500)
+    assert np.isfinite(raw["loss"]) and raw["loss"] != pytest.approx(result["loss"])
+
+
+def test_eval_flip_scores_the_mean_of_the_logits_of_each_image_and_its_mirror():
+    rng = np.random.default_rng(0)
+    model = npvit.create_model("vit_cifar_tiny", img_size=16, embed_dim=32, depth=1, num_heads=2).eval()
+    model.head.weight.data[...] = rng.standard_normal(model.head.weight.shape)  # a zero head sees no mirror
+    x = rng.standard_normal((6, 3, 16, 16)).astype(np.float32)
+    labels = rng.integers(0, 10, 6)
+    loss, correct, _ = T.classification_loss(model, x, labels, labels, None, flip=True)
+    logits = (model(x).data.astype(np.float64) + model(x[..., ::-1].copy()).data) / 2
+    log_p = logits - logits.max(-1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+    np.testing.assert_allclose(float(loss.data), -log_p[np.arange(6), labels].mean(), rtol=1e-5)
+    assert int(correct) == (logits.argmax(-1) == labels).sum()
+    plain, _, _ = T.classification_loss(model, x, labels, labels, None)
+    assert float(plain.data) != pytest.approx(float(loss.data))
+
+
+def test_a_low_res_stage_ends_at_the_full_grid_and_the_loss_goes_on_down_across_the_switch(tmp_path):
+    code, out = run(tmp_path, "low", "--epochs", "3", "--lr", "2e-3", "--low-res-epochs", "1",
+                    "--low-res-size", "8", "--eval-flip")
+    assert code == 0
+    for name in (LAST, "checkpoint-best.npz"):
+        model = npvit.load_checkpoint(os.path.join(out, name))
+        assert model.cfg.image_hw == (16, 16) and model.pos_embed.shape == (1, 1 + 4 * 4, 32), name
+    with open(os.path.join(out, "config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["eval_flip"] is True and cfg["low_res_epochs"] == 1 and cfg["model_config"]["img_size"] == 16
+    assert [m["image_size"] for m in metrics(out) if "eval" in m] == [8, 16, 16]
+    steps = [m for m in metrics(out) if "eval" not in m]
+    low, full = [m["loss"] for m in steps if m["step"] <= 8], [m["loss"] for m in steps if m["step"] > 8]
+    assert full[0] < low[0] and full[-1] < low[-1]
+
+
+@pytest.mark.parametrize("kind, name", [("1d", "pos_embed"), ("relative", "blocks.0.rel_pos_embed_1d")])
+def test_the_switch_to_full_size_resizes_the_positions_their_average_and_their_moments(kind, name):
+    cfg = R.resolve(R.TrainConfig(
+        dataset="synthetic", model="vit_cifar_tiny", image_size=16, batch_size=32, train_examples=128,
+        eval_examples=32, epochs=2, low_res_epochs=1, low_res_size=8, ema=0.9, progress=False,
+        model_overrides=dict(embed_dim=32, depth=2, num_heads=2, pos_embed=kind)))
+    trainer = T.Trainer(cfg)
+    for index in range(4):  # the low-resolution epoch
+        trainer.train_step(trainer.loader.batch(0, index, trainer.positions))
+    i = trainer.param_names.index(name)
+    p, state = trainer.optimizer.flat.params[i], trainer.optimizer.state[i]
+    short = name.rsplit(".", 1)[-1]
+    grids = ((2, 2), (4, 4), 1)
+    weights = pe.resize(short, p.data, *grids, "bicubic")  # as fine-tuning resizes our checkpoints
+    average = pe.resize(short, trainer.ema.arrays()[i], *grids, "bicubic")
+    moments = {k: pe.resize(short, state[k], *grids, "bilinear") for k in ("exp_avg", "exp_avg_sq")}
+    trainer.enter_full_size()
+    assert trainer.model.cfg.grid_size == (4, 4) and trainer.augment.image_size is None
+    np.testing.assert_array_equal(p.data, weights)
+    np.testing.assert_array_equal(trainer.ema.arrays()[i], average)
+    for k, v in moments.items():
+        np.testing.assert_array_equal(trainer.optimizer.state[i][k], v, err_msg=k)
+    assert (trainer.optimizer.state[i]["exp_avg_sq"] >= 0).all()
+    before = trainer.model.state_dict()
+    trainer.train_step(trainer.loader.batch(1, 0, trainer.positions))  # a full-size step moves every parameter
+    # but the last block's relative table: it biases only patch queries, which [class] pooling never reads
+    still = [] if kind == "1d" else ["blocks.1.rel_pos_embed_1d"]
+    assert [k for k, v in trainer.model.state_dict().items() if np.array_equal(v, before[k])] == still
+
+
+def test_ema_and_a_low_res_stage_resume_exactly_before_at_and_after_the_switch(tmp_path, monkeypatch):
+    flags = ["--epochs", "2", "--low-res-epochs", "1", "--low-res-size", "8", "--ema", "0.9", "--drop-path", "0.1",
+             "--train-examples", "128", "--eval-examples", "32"]
+    code, straight = run(tmp_path, "straight", *flags)
+    assert code == 0
+    want = npvit.read_checkpoint(os.path.join(straight, LAST))
+    original = T.Trainer.train_step
+    for stop in (2, 4, 6):  # 4 steps an epoch: step 4 is the first at full size
+        def interrupt(self, batch, stop=stop):
+            if self.step == stop:
+                raise KeyboardInterrupt
+            return original(self, batch)
+
+        monkeypatch.setattr(T.Trainer, "train_step", interrupt)
+        code, broken = run(tmp_path, f"broken-{stop}", *flags)
+        assert code == 130
+        stopped = npvit.read_checkpoint(os.path.join(broken, LAST))
+        assert stopped.step == stop and stopped.config.image_hw == ((8, 8) if stop <= 4 else (16, 16))
+        monkeypatch.setattr(T.Trainer, "train_step", original)
+        assert main(["--resume", broken, "--no-progress"]) == 0
+        got = npvit.read_checkpoint(os.path.join(broken, LAST))
+        for name in ("state", "ema"):
+            a, b = getattr(want, name), getattr(got, name)
+            assert a.keys() == b.keys()
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=f"{stop} {name} {k}")
+        for k, v in want.optimizer_state["state"].items():
+            np.testing.assert_array_equal(v, got.optimizer_state["state"][k], err_msg=f"{stop} {k}")
