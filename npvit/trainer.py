@@ -223,6 +223,9 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume_from: ckpt.Checkpoint | None = None, comm=None):
         """A new run, or with ``resume_from`` (the run's last checkpoint) the same run continued."""
+        # the run's wall clock (start-up, data loading and evaluations included), summed over its sessions
+        self.clock_started = time.time()
+        self.clock_before = 0.0 if resume_from is None else float(resume_from.extra.get("elapsed_s", 0.0))
         comm = distributed.Communicator() if comm is None else comm
         if not comm.is_main:
             cfg = replace(cfg, progress=False)  # rank 0 alone shows progress bars
@@ -446,6 +449,11 @@ class Trainer:
         self.unchecked.clear()
 
     # --- evaluation -----------------------------------------------------------------
+    def elapsed(self) -> float:
+        """Seconds of wall time this run has taken so far, over all its sessions (``metrics.jsonl``'s
+        ``elapsed_s``; ``python -m npvit.curves`` draws accuracy against it)."""
+        return self.clock_before + time.time() - self.clock_started
+
     def evaluate(self) -> dict:
         """Loss and accuracy (for the pixel target of mpp: the loss) on the test split, at the run's precision,
         of the moving average of the weights when the run keeps one, at the image size of the current stage."""
@@ -475,7 +483,7 @@ class Trainer:
             with _writing(path, self.run_dir):
                 ckpt.save_checkpoint(
                     path, self.model, step=self.step, optimizer_state=self.optimizer.state_dict(),
-                    extra={"best_acc": self.best_acc, **self.extra,
+                    extra={"best_acc": self.best_acc, "elapsed_s": self.elapsed(), **self.extra,
                            **({} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()})},
                     ema=None if self.ema is None else dict(zip(self.param_names, self.ema.arrays())),
                 )
@@ -521,7 +529,7 @@ class Trainer:
                         self.check_finite()
                         elapsed = time.time() - tick
                         record = {"step": self.step, "epoch": epoch, "lr": lr, "loss": float(run_loss) / run_steps,
-                                  "images_per_s": tick_images / max(elapsed, 1e-9)}
+                                  "images_per_s": tick_images / max(elapsed, 1e-9), "elapsed_s": self.elapsed()}
                         if run_count:  # the pixel-regression target has nothing to count as right
                             record["acc"] = float(run_correct) / float(run_count)
                         if grad_norm is not None:
@@ -537,7 +545,8 @@ class Trainer:
                 epoch_done = self.step % self.steps_per_epoch == 0
                 if (epoch_done and (epoch + 1) % cfg.eval_every_epochs == 0) or self.step >= self.total_steps:
                     last_eval = self.evaluate()
-                    last_eval.update(step=self.step, epoch=epoch, eval=True, split=self.test_set.split)
+                    last_eval.update(step=self.step, epoch=epoch, eval=True, split=self.test_set.split,
+                                     elapsed_s=self.elapsed())
                     notes = []
                     if self.ema is not None:
                         last_eval["weights"] = "ema"

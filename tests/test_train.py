@@ -105,7 +105,8 @@ def test_interrupted_and_resumed_run_ends_with_the_same_parameters(tmp_path, mon
     monkeypatch.setattr(T.Trainer, "train_step", interrupt_at_step_11)
     code, broken = run(tmp_path, "broken", *flags)
     assert code == 130
-    assert npvit.read_checkpoint(os.path.join(broken, "checkpoint-last.npz")).step == 11
+    saved = npvit.read_checkpoint(os.path.join(broken, "checkpoint-last.npz"))
+    assert saved.step == 11
     monkeypatch.setattr(T.Trainer, "train_step", original)
     assert main(["--resume", broken, "--no-progress"]) == 0
 
@@ -114,6 +115,10 @@ def test_interrupted_and_resumed_run_ends_with_the_same_parameters(tmp_path, mon
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    # the run's wall clock goes on from the checkpoint's, so a resumed curve does not restart at zero
+    clock = [m["elapsed_s"] for m in metrics(broken)]
+    assert all(t > 0 for t in clock) and clock == sorted(clock)
+    assert min(m["elapsed_s"] for m in metrics(broken) if m["step"] > 11) > saved.extra["elapsed_s"] > 0
 
 
 def test_overfits_a_tiny_set_to_full_training_accuracy():
