@@ -95,12 +95,11 @@ class LinearEpilogue(Function):
 
     @staticmethod
     def forward(x, weight, bias, *residual, activation, needs_input_grad):
-        # Linear, then Gelu or the residual's Add, their own forwards in their order (so the
-        # CPU's numbers are theirs); on a GPU with the epilogue kernels, the GEMM alone and
-        # then one kernel for the bias and what follows it.
-        # On the CPU in one dtype, the GEMM alone and then one pass of row blocks over the
-        # threads that adds the bias and applies what follows, in place in the GEMM's output
-        # and in cache (the same operations in the same order: a pass over memory fewer).
+        # The GEMM alone, then the bias and what follows it: on a GPU with the epilogue
+        # kernels one kernel; on the CPU in one dtype one pass of row blocks over the threads,
+        # in place in the GEMM's output and in cache (Linear's bias add, then Gelu or the
+        # residual's Add, the same operations in their order, so the separate ops' numbers,
+        # with a pass over memory and an array fewer). Else Linear, then Gelu or the Add.
         fused = _epilogue_kernel(x, weight, bias, residual, activation)
         if fused is None and not _epilogue_on_cpu(x, weight, bias, residual):
             out, linear_cache = Linear.forward(x, weight, bias, needs_input_grad=needs_input_grad[:3])
