@@ -126,7 +126,8 @@ class LinearEpilogue(Function):
     def backward(g, cache):
         # out = f(z), z = x W^T + b: dz = g f'(z) (GELU's backward; the identity for the
         # residual add, whose own gradient is g), then Linear's backward from dz. Where
-        # the bias was the kernel's, db = sum over rows of dz, as in Linear.backward.
+        # the bias was added after the GEMM (the GPU kernel, the CPU pass), db = sum over
+        # rows of dz, as in Linear.backward.
         linear_cache, gelu_cache, has_residual, bias_apart, needs = cache
         dz = g if gelu_cache is None else Gelu.backward(g, gelu_cache)
         if bias_apart:
@@ -411,7 +412,7 @@ def gelu_values(x, approximate, with_slope, bias=None, overwrite=False):
     few) and the derivative run in cache; the NumPy/CuPy path, and the GELU kernels' twin.
 
     ``bias`` (the last axis's, or None) is added to x in place, block by block, before GELU;
-    with ``overwrite`` the values are written over x (C-ordered) and x is returned.
+    with ``overwrite`` the values are written over x (over a copy where x is not C-ordered).
     """
     xp = get_array_module(x)
     rows = xp.ascontiguousarray(x).reshape(-1, x.shape[-1] if x.ndim else 1)  # (M, n)
