@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autograd import Tensor, gradcheck, no_grad, ops
+from autograd import Tensor, gradcheck, no_grad, ops, parallel
 from autograd.backend import generator, global_generator, manual_seed
 from autograd.ops import util
 from checking import assert_matches_torch, assert_same, outputs_and_grads, torch_or_skip
@@ -70,6 +70,28 @@ def test_linear_with_an_epilogue_is_bit_for_bit_the_ops_it_folds(form):
     for a, c in zip(got[1], want[1]):
         np.testing.assert_array_equal(a, c)
     gradcheck(fused, [a.astype(np.float64) for a in (x, w, b, r)])
+
+
+@pytest.mark.parametrize("form", ["gelu", "residual"])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_cpu_epilogue_over_many_row_blocks_is_the_ops_it_folds(form, threads):
+    # 2,100 rows of 200: several of the in-place pass's row blocks, shared out over the threads
+    before = parallel.threads()
+    parallel.set_threads(threads)
+    try:
+        rng = np.random.default_rng(4)
+        x, w, b, r = (rng.standard_normal(s).astype(np.float32) for s in ((3, 700, 6), (200, 6), (200,), (3, 700, 200)))
+        if form == "residual":
+            fused, separate = (lambda x, w, b, r: ops.linear(x, w, b, residual=r),  # noqa: E731
+                               lambda x, w, b, r: r + ops.linear(x, w, b))
+        else:
+            fused, separate = (lambda x, w, b, r: ops.linear(x, w, b, activation="gelu") + r,  # noqa: E731
+                               lambda x, w, b, r: ops.gelu(ops.linear(x, w, b)) + r)
+        got, want = outputs_and_grads(fused, [x, w, b, r]), outputs_and_grads(separate, [x, w, b, r])
+        for a, c in zip([got[0], *got[1]], [want[0], *want[1]]):
+            np.testing.assert_array_equal(a, c)
+    finally:
+        parallel.set_threads(before)
 
 
 def test_linear_takes_one_epilogue_of_the_output_shape():

@@ -95,11 +95,13 @@ class LinearEpilogue(Function):
 
     @staticmethod
     def forward(x, weight, bias, *residual, activation, needs_input_grad):
-        # Linear, then Gelu or the residual's Add, their own forwards in their order (so the
-        # CPU's numbers are theirs); on a GPU with the epilogue kernels, the GEMM alone and
-        # then one kernel for the bias and what follows it.
+        # The GEMM alone, then the bias and what follows it: on a GPU with the epilogue
+        # kernels one kernel; on the CPU in one dtype one pass of row blocks over the threads,
+        # in place in the GEMM's output and in cache (Linear's bias add, then Gelu or the
+        # residual's Add, the same operations in their order, so the separate ops' numbers,
+        # with a pass over memory and an array fewer). Else Linear, then Gelu or the Add.
         fused = _epilogue_kernel(x, weight, bias, residual, activation)
-        if fused is None:
+        if fused is None and not _epilogue_on_cpu(x, weight, bias, residual):
             out, linear_cache = Linear.forward(x, weight, bias, needs_input_grad=needs_input_grad[:3])
             if residual:
                 return residual[0] + out, (linear_cache, None, True, False, needs_input_grad)
@@ -107,6 +109,12 @@ class LinearEpilogue(Function):
             return out, (linear_cache, gelu_cache, False, False, needs_input_grad)
         y, linear_cache = Linear.forward(x, weight, needs_input_grad=needs_input_grad[:2])  # (..., out), no bias
         y2 = y.reshape(-1, y.shape[-1])
+        if fused is None:  # the CPU's pass
+            if residual:
+                _add_bias_residual(y2, bias, residual[0].reshape(y2.shape))
+                return y, (linear_cache, None, True, True, needs_input_grad)
+            _, slope = gelu_values(y, _APPROXIMATE[activation], any(needs_input_grad), bias=bias, overwrite=True)
+            return y, (linear_cache, (slope, None, _APPROXIMATE[activation]), False, True, needs_input_grad)
         if residual:
             out = fused(y2, bias, residual[0].reshape(y2.shape))
             return out.reshape(y.shape), (linear_cache, None, True, True, needs_input_grad)
@@ -118,7 +126,8 @@ class LinearEpilogue(Function):
     def backward(g, cache):
         # out = f(z), z = x W^T + b: dz = g f'(z) (GELU's backward; the identity for the
         # residual add, whose own gradient is g), then Linear's backward from dz. Where
-        # the bias was the kernel's, db = sum over rows of dz, as in Linear.backward.
+        # the bias was added after the GEMM (the GPU kernel, the CPU pass), db = sum over
+        # rows of dz, as in Linear.backward.
         linear_cache, gelu_cache, has_residual, bias_apart, needs = cache
         dz = g if gelu_cache is None else Gelu.backward(g, gelu_cache)
         if bias_apart:
@@ -127,6 +136,25 @@ class LinearEpilogue(Function):
         else:
             dx, dw, db = Linear.backward(dz, linear_cache)
         return (dx, dw, db, g) if has_residual else (dx, dw, db)
+
+
+def _epilogue_on_cpu(x, weight, bias, residual) -> bool:
+    """Whether ``LinearEpilogue`` runs its CPU pass: NumPy arrays, every one in x's dtype (so one in-place pass)."""
+    return (get_array_module(x) is np and weight.dtype == bias.dtype == x.dtype
+            and all(r.dtype == x.dtype for r in residual))
+
+
+def _add_bias_residual(y2, bias, residual2):
+    """y2 += bias, then y2 += residual2, for the GEMM's output ``(M, n)``: row blocks over the threads, each in cache.
+
+    (y + b) + r is r + (y + b), the separate ops' sum, bit for bit: IEEE addition commutes.
+    """
+    def rows(r):
+        y = y2[r]
+        y += bias
+        y += residual2[r]
+
+    parallel.run(rows, blocks(len(y2), y2.shape[-1], np, THREAD_BLOCK))
 
 
 def _epilogue_kernel(x, weight, bias, residual, activation):
@@ -379,17 +407,27 @@ class Gelu(Function):
         return blockwise(np.multiply, g, slope.reshape(g.shape))
 
 
-def gelu_values(x, approximate, with_slope):
-    """(GELU(x), its derivative or None), computed block by block so that erf's two dozen passes (or tanh's
-    few) and the derivative run in cache; the NumPy/CuPy path, and the GELU kernels' twin."""
+def gelu_values(x, approximate, with_slope, bias=None, overwrite=False):
+    """(GELU(x + bias), its derivative or None), computed block by block so that erf's two dozen passes (or tanh's
+    few) and the derivative run in cache; the NumPy/CuPy path, and the GELU kernels' twin.
+
+    ``bias`` (the last axis's, or None) is added to x in place, block by block, before GELU;
+    with ``overwrite`` the values are written over x (over a copy where x is not C-ordered).
+    """
     xp = get_array_module(x)
-    flat = xp.ascontiguousarray(x).reshape(-1)
-    out = xp.empty_like(flat)
-    slope = xp.empty_like(flat) if with_slope else None
+    rows = xp.ascontiguousarray(x).reshape(-1, x.shape[-1] if x.ndim else 1)  # (M, n)
+    out = rows if overwrite else xp.empty_like(rows)
+    slope = xp.empty_like(rows) if with_slope else None
     block = _gelu_tanh_block if approximate == "tanh" else _gelu_erf_block
-    parallel.run(lambda b: block(xp, flat[b], out[b], None if slope is None else slope[b]),
-                 blocks(flat.size, 1, xp, THREAD_BLOCK))
-    return out.reshape(x.shape), slope
+
+    def run(r):
+        z = rows[r]
+        if bias is not None:
+            z += bias
+        block(xp, z.reshape(-1), out[r].reshape(-1), None if slope is None else slope[r].reshape(-1))
+
+    parallel.run(run, blocks(len(rows), rows.shape[1], xp, THREAD_BLOCK))
+    return out.reshape(x.shape), None if slope is None else slope.reshape(-1)
 
 
 def gelu(x, approximate="none"):
@@ -404,13 +442,13 @@ def _gelu_erf_block(xp, x, out, slope):
     phi(x) = exp(-x^2 / 2) / sqrt(2 pi)."""
     x2 = x * x
     cdf = normal_cdf(x, x2)
-    xp.multiply(x, cdf, out=out)
     if slope is not None:
         x2 *= -0.5
         xp.exp(x2, out=x2)
         x2 *= x
         x2 *= _RSQRT_2PI
         xp.add(x2, cdf, out=slope)
+    xp.multiply(x, cdf, out=out)  # last: out may be x itself
 
 
 def _gelu_tanh_block(xp, x, out, slope):
@@ -424,7 +462,6 @@ def _gelu_tanh_block(xp, x, out, slope):
     xp.tanh(t, out=t)
     half = t + 1.0
     half *= 0.5  # 0.5 (1 + t)
-    xp.multiply(x, half, out=out)
     if slope is not None:
         du = x2
         du *= 3 * _GELU_TANH_CUBIC
@@ -436,6 +473,7 @@ def _gelu_tanh_block(xp, x, out, slope):
         du *= x
         du *= 0.5
         xp.add(du, half, out=slope)
+    xp.multiply(x, half, out=out)  # last: out may be x itself
 
 
 class Softmax(Function):
