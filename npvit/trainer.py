@@ -563,8 +563,10 @@ class Trainer:
                         self.best_acc = last_eval["acc"]
                     if self.comm.is_main:
                         split = self.test_set.split
-                        print(f"epoch {epoch + 1}: step {self.step}, {split} loss {last_eval['loss']:.4f}, "
-                              f"{split} acc {last_eval['acc']:.4f}" + (" (best)" if improved else "") +
+                        # the pixel target counts nothing right: its "acc" is minus the loss, not shown as one
+                        acc = f", {split} acc {last_eval['acc']:.4f}" if last_eval["acc"] >= 0 else ""
+                        print(f"epoch {epoch + 1}: step {self.step}, {split} loss {last_eval['loss']:.4f}{acc}"
+                              + (" (best)" if improved else "") +
                               (f" [{'; '.join(notes)}]" if notes else ""), flush=True)
                     if self.run_dir is not None:
                         self.save("checkpoint-last.npz")

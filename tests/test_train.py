@@ -67,9 +67,12 @@ def test_pretrain_then_finetune_at_a_larger_image_size(tmp_path):
 
 
 @pytest.mark.parametrize("target", ["mean_color", "patch_color", "pixels"])
-def test_masked_patch_prediction_then_finetune(tmp_path, target):
+def test_masked_patch_prediction_then_finetune(tmp_path, capsys, target):
     code, pre = run(tmp_path, "mpp", "--mode", "mpp", "--mpp-target", target, "--epochs", "2", "--lr", "2e-3")
     assert code == 0
+    epoch_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    # the colour targets report how many patches are right; the pixel target has only its loss
+    assert len(epoch_lines) == 2 and all(("test acc 0." in line) == (target != "pixels") for line in epoch_lines)
     steps = [m for m in metrics(pre) if "eval" not in m]
     assert steps[-1]["loss"] < steps[0]["loss"]
     code, fine = run(tmp_path, "fine", "--init", os.path.join(pre, "checkpoint-last.npz"), "--epochs", "1")
