@@ -143,9 +143,23 @@ def test_cifar10_defaults_follow_the_device():
     gpu = R.resolve(R.TrainConfig(dataset="cifar10", device="gpu"))
     assert (cpu.model, cpu.epochs, cpu.rand_ops, cpu.warmup_steps) == ("vit_cifar_mini", 12, 0, 400)
     assert (gpu.model, gpu.epochs, gpu.warmup_steps) == ("vit_cifar_tiny", 100, None)
-    # what the user says wins, and other modes keep their own recipe
+    # what the user says wins
     assert R.resolve(R.TrainConfig(dataset="cifar10", device="cpu", model="vit_cifar_tiny")).model == "vit_cifar_tiny"
-    assert R.resolve(R.TrainConfig(dataset="cifar10", device="cpu", mode="mpp")).model == "vit_cifar_tiny"
+    assert R.resolve(R.TrainConfig(dataset="cifar10", device="cpu", epochs=3)).epochs == 3
+
+
+@pytest.mark.parametrize("mode, dataset, epochs", [("pretrain", "tiny-imagenet", 10), ("mpp", "tiny-imagenet", 9),
+                                                   ("pretrain", "cifar10", 20), ("supervised", "tiny-imagenet", 10)])
+def test_every_mode_has_an_hour_sized_cpu_default_and_keeps_its_recipe(mode, dataset, epochs):
+    cpu = R.resolve(R.TrainConfig(dataset=dataset, device="cpu", mode=mode))
+    gpu = R.resolve(R.TrainConfig(dataset=dataset, device="gpu", mode=mode))
+    assert (cpu.model, cpu.epochs, cpu.rand_ops) == ("vit_cifar_mini", epochs, 0)
+    assert gpu.model == "vit_cifar_tiny" and gpu.epochs > 2 * epochs
+    # the mode's own recipe (optimizer, rate, schedule) is the same on both devices
+    assert (cpu.optimizer, cpu.lr, cpu.schedule) == (gpu.optimizer, gpu.lr, gpu.schedule)
+    # fine-tuning keeps its checkpoint's model and its 10 epochs on the CPU too
+    tune = R.resolve(R.TrainConfig(dataset=dataset, device="cpu", mode="finetune", init="x.npz"))
+    assert tune.epochs == 10
 
 
 def test_val_split_evaluates_on_held_out_training_images(tmp_path, capsys):
