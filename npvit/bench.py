@@ -6,7 +6,7 @@
 Kernel launches and host syncs per step are printed beside the rates: npvit's where the
 device counts them (the CuPy stand-in of ``tests/fakecupy.py``, e.g.
 ``NPVIT_FAKE_CUPY=1 PYTHONPATH=tests python -m npvit.bench --device gpu``), with the
-fused kernels of autograd/kernels (each one launch) and without them, PyTorch's as its
+registered fused kernels (each one launch) and without them, PyTorch's as its
 non-view aten ops under a ``TorchDispatchMode`` with foreach AdamW.
 
 A training step is what the trainer does for one batch: zero the gradients, forward,

@@ -3,8 +3,9 @@
     python -m npvit.selfcheck --device gpu
 
 Checks, one verdict line each (PASS, FAIL or SKIP, and why):
-- ``kernel <name>``: every fused kernel of autograd/kernels against its NumPy twin on
-  a small random input, in every dtype it is built for (the check that also runs at
+- ``kernel <name>``: every registered fused kernel (autograd/kernels' and npvit's
+  RandAugment one, npvit/data/augment_kernel.py) against its NumPy twin on a small
+  random input, in every dtype it is built for (the check that also runs at
   first use in training; a FAIL here means training uses the twin instead);
 - ``gradcheck <op>``: a few ops' gradients by finite differences, float64, on the device;
 - ``train``: a tiny ViT trained for ``--steps`` steps on the device and on the CPU
@@ -28,6 +29,7 @@ import numpy as np
 from autograd import backend, gradcheck, kernels, ops, optim, precision
 from autograd.backend import DeviceError
 
+from .data import augment_kernel  # noqa: F401  (registers npvit's RandAugment kernel, so it is checked too)
 from .model import create_model
 
 # float32 losses of the same 50 steps computed in two orders (cuBLAS and a GPU's

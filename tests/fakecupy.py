@@ -11,7 +11,7 @@ CPU forgives, which is where GPU bugs hide:
   the real package when it imports), and CuPy's device generator (``random.default_rng``
   gives a ``random.Generator`` with CuPy's 18 methods only: no ``normal``, ``choice``,
   ``permutation`` or ``shuffle``);
-- a fused kernel of autograd/kernels runs its NumPy twin through ``as_one_launch``, which
+- a registered fused kernel runs its NumPy twin through ``as_one_launch``, which
   counts the one launch the kernel would be and none of the twin's own;
 - ``meter`` counts array-op launches and host syncs (``.get()``, ``asnumpy``, ``float()``,
   ``int()``, ``bool()``, ``.item()``, ``.tolist()``, printing, synchronising) and uploads

@@ -1,8 +1,9 @@
-"""The fused RandAugment kernel (autograd/kernels/rand_augment.py): its twin is the CPU path bit for bit, its
-per-image code compiled for the host agrees with the twin, and on the stand-in the augmentation takes it.
+"""The fused RandAugment kernel (npvit/data/augment_kernel.py): npvit registers it, its twin is the CPU path
+bit for bit, its per-image code compiled for the host agrees with the twin, and on the stand-in the augmentation
+takes it.
 
 nvcc's compile test and the launcher's signature check are test_kernels.py's, run for every
-registered kernel.
+registered kernel, this one among them.
 """
 import ctypes
 import shutil
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 
 from autograd import backend, kernels
-from autograd.kernels import rand_augment as kernel
 from npvit.data import Augment, augment, seed_generator
+from npvit.data import augment_kernel as kernel
 from test_gpu_path import gpu  # noqa: F401  (the stand-in fixture)
 
 
@@ -35,6 +36,18 @@ def _table(plan):
 SHAPES = [(48, 3, 9, 11), (24, 1, 8, 8), (3, 3, 2, 5)]
 
 
+def test_npvit_registers_the_kernel_with_its_own_colour_ops_as_the_twin(monkeypatch):
+    registered = kernels.KERNELS["rand_augment"]
+    assert registered.twin is kernel.rand_augment_forward and registered.source is kernel.SOURCE
+    assert registered.tolerances == {name: (1e-3, 0.0) for name in ("float32", "float16", "bfloat16")}
+    x, codes = np.full((2, 3, 4, 4), 100.0, np.float32), np.array([[2], [0]], np.int32)  # brightness, nothing
+    table = (codes, np.full((2, 1), 0.5, np.float32), np.zeros((2, 2, 3), np.float32), np.zeros(2, np.int32))
+    assert (kernel.rand_augment_forward(x, *table, augment.GREY)[0] == 50.0).all()
+    monkeypatch.setitem(augment._COLOUR_OPS, "brightness", lambda x, factor: x + 1)  # augment.py's op, no copy
+    out = kernel.rand_augment_forward(x, *table, augment.GREY)
+    assert (out[0] == 101.0).all() and (out[1] == 100.0).all()
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -50,7 +63,7 @@ def test_the_table_gives_each_image_its_colour_ops_in_the_cpu_paths_order():
     codes = plan["kernel:codes"]
     for op in colour:
         images = plan[op]
-        assert (codes[images] == kernel.COLOUR_OPS.index(op) + 1).any(axis=1).all()
+        assert (codes[images] == augment.COLOUR_OPS.index(op) + 1).any(axis=1).all()
     for row in codes:  # no gaps, and in the order of RAND_AUGMENT_OPS
         used = row[row > 0]
         assert list(used) == sorted(used) and (row[len(used):] == 0).all()

@@ -1,6 +1,6 @@
-"""Fused kernels (autograd/kernels): each CUDA source compiles, each twin is the existing op, each launcher
-passes what its kernel's signature takes, and on the stand-in each kernel is one launch and a wrong one
-falls back to its twin.
+"""Fused kernels (autograd/kernels, and npvit's RandAugment one registered from outside): each CUDA source
+compiles, each twin is the existing op, each launcher passes what its kernel's signature takes, and on the
+stand-in each kernel is one launch and a wrong one falls back to its twin.
 
 The sources are plain C++ for ``cupy.RawModule`` (no ElementwiseKernel): CuPy hands a
 RawModule's code to NVRTC as it is, so ``nvcc -ptx`` on the same text, per dtype as the
@@ -8,6 +8,7 @@ registry compiles it, checks what the GPU will compile. An ElementwiseKernel's b
 would only compile inside the loop and declarations CuPy generates around it, which
 a test could imitate but not prove faithful.
 """
+import dataclasses
 import functools
 import glob
 import os
@@ -321,6 +322,42 @@ def test_a_kernel_that_fails_to_run_is_switched_off_too(gpu, monkeypatch):  # no
     monkeypatch.setattr(gpu, "as_one_launch", broken)
     with pytest.warns(RuntimeWarning, match="softmax_forward .*CompileException"):
         assert kernels.get("softmax_forward") is None
+
+
+def test_a_kernel_registered_outside_autograd_is_gated_and_checked_like_its_own(gpu, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(registry, "KERNELS", dict(registry.KERNELS))  # this test's kernel leaves with it
+    outside = kernels.register(kernels.Kernel(
+        "outside_double", kernels.KERNELS["gelu_forward"].source, launch=None, twin=lambda x: 2 * x,
+        sample=lambda rng, dtype: [(rng.standard_normal(5).astype(dtype),)], dtypes=("float32",)))
+    assert kernels.get("outside_double") is None  # the CPU
+    backend.xp_for("gpu")
+    assert kernels.get("outside_double", np.float16) is None  # not built for it
+    gpu.meter.reset()
+    assert gpu.asnumpy(kernels.get("outside_double")(gpu.asarray([1.0, 3.0]))).tolist() == [2.0, 6.0]
+    assert kernels.check("outside_double").ok and gpu.meter.launches  # the self-check ran it
+    kernels.disable()
+    try:
+        assert kernels.get("outside_double") is None
+    finally:
+        kernels.enable()
+    with pytest.raises(ValueError, match="registered twice"):
+        kernels.register(outside)
+    with pytest.raises(ValueError, match=r"no source instantiation for \['float64'\]"):
+        kernels.register(dataclasses.replace(outside, name="outside_f64", dtypes=("float64",)))
+    with pytest.raises(ValueError, match=r"no tolerance for \['float32'\]"):
+        kernels.register(dataclasses.replace(outside, name="outside_loose", tolerances={}))
+    assert set(registry.KERNELS) - set(kernels.KERNELS) == {"outside_double"}
+
+
+def test_autograd_imports_nothing_of_npvit():
+    """The arrow points one way: npvit's RandAugment kernel comes to the registry, the registry never fetches it."""
+    code = ("import importlib, pkgutil, sys, autograd\n"
+            "for m in pkgutil.walk_packages(autograd.__path__, 'autograd.'): importlib.import_module(m.name)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'npvit'))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": root})
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr
 
 
 # --- python -m npvit.selfcheck on the stand-in ------------------------------------------------

@@ -9,9 +9,9 @@ ops; 0 switches RandAugment off) on synthetic data, through the strict CuPy stan
 read to the host and every copy to the device. Steps run one after another on the same
 trainer; the counts are those of the last (``--steps``, default 3: the first step makes
 the optimizer's state, the second its kernels'), so they are a steady-state step's.
-``--no-kernels`` switches the fused kernels of autograd/kernels off (``kernels.disable``):
-every op takes its own CuPy path. ``--sites K`` also lists the K source lines that
-launch most, as ``count file:line``. Prints one line:
+``--no-kernels`` switches every registered fused kernel off (``kernels.disable``,
+npvit's RandAugment one too): every op takes its own CuPy path. ``--sites K`` also lists
+the K source lines that launch most, as ``count file:line``. Prints one line:
 ``<launches> launches <syncs> syncs <uploads> uploads``. BENCHMARKS.md's launch tables
 come from it; tests/test_gpu_path.py asserts the budget.
 """

@@ -12,6 +12,10 @@ compile error) warns once, naming the kernel and its error, and ``get`` answers 
 for the rest of the process, so the caller takes its CuPy path and a wrong kernel
 never trains a model.
 
+The families of autograd/kernels register themselves when ``autograd.kernels`` is
+imported; code outside autograd adds its own with ``register`` and they are treated
+alike.
+
 On the CuPy stand-in of tests/fakecupy.py no CUDA runs: a kernel's launcher is its
 twin, run through the stand-in's ``as_one_launch``, so it counts as the one launch the
 kernel would be.
@@ -142,9 +146,22 @@ class Verdict:
 
 
 def register(kernel: Kernel) -> Kernel:
-    """Add a kernel to the registry (each name once)."""
+    """Add a kernel to the registry (each name once) and return it; for kernels outside autograd too.
+
+    A library built on autograd registers its own fused kernels with this, at import,
+    the same way the modules of autograd/kernels do: from then on ``get`` gates it,
+    ``check`` (and so a self-check over ``KERNELS``) proves it against its twin, and
+    ``disable`` switches it off with the rest. Refused (ValueError): a name already
+    taken, a dtype the sources are not instantiated for, a dtype without a tolerance.
+    """
     if kernel.name in KERNELS:
         raise ValueError(f"kernel {kernel.name!r} registered twice")
+    unknown = [name for name in kernel.dtypes if name not in CTYPES]
+    if unknown:
+        raise ValueError(f"kernel {kernel.name!r}: no source instantiation for {unknown}; choose from {list(CTYPES)}")
+    untolerated = [name for name in kernel.dtypes if name not in kernel.tolerances]
+    if untolerated:
+        raise ValueError(f"kernel {kernel.name!r}: no tolerance for {untolerated}")
     KERNELS[kernel.name] = kernel
     return kernel
 

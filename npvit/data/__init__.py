@@ -9,6 +9,7 @@
 
 Every problem the user can fix raises ``DataError`` with a one-line message.
 """
+from . import augment_kernel  # noqa: F401  (registers the fused RandAugment kernel that augment.py asks for)
 from .augment import (RAND_AUGMENT_OPS, Augment, affine, affine_matrix, autocontrast, brightness, color, contrast,
                       cutmix, hflip, mix, mixup, normalize, one_hot, posterize, rand_augment, random_crop,
                       random_erasing, random_flip, resize, sharpness, solarize)

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from autograd import kernels
-from autograd.kernels.rand_augment import COLOUR_OPS
 
 from .core import array_module
 
 RAND_AUGMENT_OPS = ("identity", "autocontrast", "brightness", "color", "contrast", "sharpness", "posterize",
                     "solarize", "rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+# the colour ops in RAND_AUGMENT_OPS' order; the fused kernel's op codes are their positions + 1
+COLOUR_OPS = ("autocontrast", "brightness", "color", "contrast", "sharpness", "posterize", "solarize")
 _GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 GREY = 128.0  # what RandAugment's geometric ops fill uncovered pixels with
 
@@ -440,7 +441,7 @@ def _rand_augment_plan(gen, B, C, H, W, num_ops, magnitude, ops):
 
 
 def _kernel_table(plan, colour, B, num_ops, moved, matrix):
-    """The plan per image, as the fused kernel (autograd/kernels/rand_augment.py) reads it.
+    """The plan per image, as the fused kernel (augment_kernel.py) reads it.
 
     ``kernel:codes`` (B, S) and ``kernel:params`` (B, S): each image's colour ops (the
     kernel's codes, 0 for none) in the order ``_rand_augment`` runs them, with their
@@ -471,8 +472,9 @@ def _rand_augment(x, plan, warp, colour, fill):
 
     Every op works image by image, so running it on the images that drew it gives them
     the same values, bit for bit, as running it on the whole batch and keeping theirs.
-    On a GPU the fused kernel ``rand_augment`` does it all in one launch from the plan's
-    per-image table (within its stated tolerance of this path).
+    On a GPU the fused kernel ``rand_augment`` (augment_kernel.py, registered when
+    ``npvit.data`` is imported) does it all in one launch from the plan's per-image table
+    (within its stated tolerance of this path).
     """
     xp = array_module(x)
     fused = kernels.get("rand_augment", np.float32 if x.dtype == np.uint8 else x.dtype)

@@ -1,4 +1,8 @@
-"""RandAugment's per-pixel work in one kernel: every image's colour ops in turn, then its affine resampling.
+"""RandAugment's per-pixel work in one fused GPU kernel: every image's colour ops in turn, then its affine resampling.
+
+npvit registers it with autograd's kernel registry (``autograd.kernels.register``) on
+importing ``npvit.data``, so it is gated, self-checked against its twin and switched off
+like autograd's own kernels; the twin runs augment.py's colour ops themselves.
 
 RandAugment (Cubuk et al. 2019) gives each image its own few ops. Run as array ops,
 each colour op is a gather of the images that drew it, a few elementwise ops, a clip
@@ -12,9 +16,9 @@ through its ``matrix`` bilinearly, ``fill`` where a neighbour falls outside. Two
 scratch images per block hold an op's input and output, since an op reads pixels that
 other threads write (a channel's grey level, a neighbour).
 
-The codes are ``COLOUR_OPS``' positions plus one (0: no op); ``params`` holds each op's
-enhance factor, posterize's bits or solarize's threshold. Each op follows PIL's
-ImageEnhance / ImageOps as npvit's CPU path (npvit/data/augment.py) writes them, and
+The codes are augment.py's ``COLOUR_OPS``' positions plus one (0: no op); ``params``
+holds each op's enhance factor, posterize's bits or solarize's threshold. Each op follows
+PIL's ImageEnhance / ImageOps as npvit's CPU path (augment.py) writes them, and
 the kernel takes every float32 operation in that path's order with no fused
 multiply-add (``__fmul_rn``, ``__fadd_rn``), so it reproduces it exactly but for
 contrast's mean, which a block sums in another order than NumPy's pairwise sum.
@@ -32,10 +36,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_array_module
-from .registry import Kernel, Source, register
+from autograd.kernels import Kernel, Source, register
 
-COLOUR_OPS = ("autocontrast", "brightness", "color", "contrast", "sharpness", "posterize", "solarize")
+from .augment import _COLOUR_OPS, COLOUR_OPS, _per_example
+from .core import array_module
+
 THREADS = 256
 
 SOURCE = Source("rand_augment", common=r"""
@@ -163,58 +168,9 @@ extern "C" __global__ void NAME(rand_augment_u8)(const unsigned char* x, const i
 """)
 
 
-def _per_example(v):
-    return v.reshape(-1, 1, 1, 1)
-
-
-def _grey(x):
-    if x.shape[1] == 1:
-        return x
-    return x[:, 0:1] * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114
-
-
-def _blend(degenerate, x, factor):
-    return degenerate + _per_example(factor) * (x - degenerate)
-
-
-def _sharpen(x, factor):
-    H, W = x.shape[2:]
-    smooth = 4 * x[:, :, 1:-1, 1:-1]
-    for dy in (0, 1, 2):
-        for dx in (0, 1, 2):
-            smooth = smooth + x[:, :, dy:dy + H - 2, dx:dx + W - 2]
-    degenerate = x.copy()
-    degenerate[:, :, 1:-1, 1:-1] = smooth / 13.0
-    return _blend(degenerate, x, factor)
-
-
-def _stretch(x):
-    xp = get_array_module(x)
-    lo, hi = x.min(axis=(2, 3), keepdims=True), x.max(axis=(2, 3), keepdims=True)  # (B, C, 1, 1)
-    flat = hi <= lo
-    return xp.where(flat, x, (x - lo) * (255.0 / xp.where(flat, 1.0, hi - lo)))
-
-
-def _posterize(x, bits):
-    xp = get_array_module(x)
-    step = _per_example(2.0 ** (8 - bits)).astype(xp.float32)
-    return xp.floor(xp.rint(x) / step) * step
-
-
-def _solarize(x, threshold):
-    return get_array_module(x).where(x >= _per_example(threshold), 255.0 - x, x)
-
-
-# the twin's colour ops on a whole batch, image by image, each with its (B,) parameter
-_TWIN_OPS = {"autocontrast": lambda x, _: _stretch(x), "brightness": lambda x, f: _blend(0.0, x, f),
-             "color": lambda x, f: _blend(_grey(x), x, f),
-             "contrast": lambda x, f: _blend(_grey(x).mean(axis=(1, 2, 3), keepdims=True), x, f),
-             "sharpness": _sharpen, "posterize": _posterize, "solarize": _solarize}
-
-
 def _resample(x, matrix, fill):
     """Bilinear resampling of float32 x (B, C, H, W) through (B, 2, 3) matrices, neighbours added in the kernel's order."""
-    xp = get_array_module(x)
+    xp = array_module(x)
     B, C, H, W = x.shape
     u = xp.arange(W, dtype=xp.float32) - (W - 1) / 2  # (W,)
     v = (xp.arange(H, dtype=xp.float32) - (H - 1) / 2)[:, None]  # (H, 1)
@@ -239,23 +195,23 @@ def rand_augment_forward(x, codes, params, matrix, moved, fill):
     """The twin: images ``x`` (B, C, H, W) through their colour ops ``codes`` (B, S) with ``params`` (B, S),
     then those with ``moved`` (B,) through their ``matrix`` (B, 2, 3); float32 (B, C, H, W) on [0, 255].
 
-    Every op runs on the whole batch and each image keeps its own op's result (no index
-    lists, so no sync on a GPU); the ops work image by image, so each image's values are
-    those of running its ops on it alone. The parameters are taken in float32 whatever
+    The colour ops are augment.py's own. Every op runs on the whole batch and each image
+    keeps its own op's result (no index lists, so no sync on a GPU); the ops work image
+    by image, so each image's values are those of running its ops on it alone. The parameters are taken in float32 whatever
     they come in, as the kernel and the CPU path compute.
     """
-    xp = get_array_module(x)
+    xp = array_module(x)
     x, params, matrix = x.astype(xp.float32), params.astype(xp.float32), matrix.astype(xp.float32)
     for s in range(codes.shape[1]):
         for code, op in enumerate(COLOUR_OPS, 1):
             took = _per_example(codes[:, s] == code)
-            x = xp.where(took, xp.clip(_TWIN_OPS[op](x, params[:, s]), 0.0, 255.0), x)
+            x = xp.where(took, xp.clip(_COLOUR_OPS[op](x, params[:, s]), 0.0, 255.0), x)
     x = xp.where(_per_example(moved != 0), _resample(x, matrix, fill), x)
     return xp.clip(x, 0.0, 255.0)
 
 
 def _launch(function, x, codes, params, matrix, moved, fill):
-    xp = get_array_module(x)
+    xp = array_module(x)
     x = xp.ascontiguousarray(x)
     B, C, H, W = x.shape
     out = xp.empty((B, C, H, W), dtype=xp.float32)
