@@ -46,6 +46,7 @@ def gpu(monkeypatch):
     for name in _cupy_modules():
         del sys.modules[name]
     sys.modules.update(saved)
+    fakecupy.mode = "1"  # a test's mode (no-cublas) must not outlive it: other files use the stand-in directly
 
 
 def run(tmp_path, name, *flags):
