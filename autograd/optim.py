@@ -419,10 +419,10 @@ class ExponentialMovingAverage:
     offers: without it the first thousand steps of a 0.999 average would still be mostly
     the initialisation, which a short run never outgrows (d is 0.1 at the first update,
     0.5 at the eighth, 0.9 at the 80th). The averages live in one buffer per buffer of the
-    optimizer's flat parameters (``autograd/flat.py``), so an update is two whole-buffer
-    operations per dtype on the CPU and the GPU alike. ``applied()`` puts them into the
-    parameters for an evaluation; ``arrays()`` and ``load`` save and restore them per
-    parameter, in the optimizer's order.
+    optimizer's flat parameters (``autograd/flat.py``), so an update is three whole-buffer
+    operations per dtype (scale, scale a temporary, add) on the CPU and the GPU alike.
+    ``applied()`` puts them into the parameters for an evaluation; ``arrays()`` and ``load``
+    save and restore them per parameter, in the optimizer's order.
     """
 
     def __init__(self, optimizer: Optimizer, decay: float):

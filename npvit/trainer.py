@@ -98,7 +98,7 @@ def mode_loss(cfg: TrainConfig, mean, std, training=False):
         return partial(mpp.loss, mean=mean, std=std, mask_ratio=cfg.mpp_mask_ratio)
     if training:
         return partial(classification_loss, label_smoothing=cfg.label_smoothing)
-    return partial(classification_loss, flip=True) if cfg.eval_flip else classification_loss
+    return partial(classification_loss, flip=cfg.eval_flip)
 
 
 # --- building the pieces --------------------------------------------------------------
