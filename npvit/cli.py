@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      help=f"{text} (default: the model's)")
     g = groups["mode"]
     g.add_argument("--eval-only", action="store_true", help="evaluate the --init checkpoint (with --resume: the "
-                                                            "run's last) on the test split, print JSON and exit "
-                                                            "(default: train)")
+                                                            "run's last) on the test split (with --val-split: "
+                                                            "the held-out images), print JSON and exit (default: train)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped; only "
                    f"{', '.join(map(recipes.flag_named, recipes.CHANGE_ON_RESUME))} may be given with it "
                    "(default: a new run)")
@@ -117,7 +117,7 @@ def _run(args, comm) -> int:
 
     if args.resume:
         given = {k: v for k, v in vars(args).items() if k not in ("resume", "eval_only", "distributed")}
-        if args.eval_only:  # the run's last checkpoint on its own test split
+        if args.eval_only:  # the run's last checkpoint on its own evaluation split (test, or --val-split's)
             T.check_resume_changes(args.resume, given)
             cfg, _ = T.read_run_config(args.resume)
             cfg = dataclasses.replace(cfg, init=os.path.join(args.resume, "checkpoint-last.npz"), **given)

@@ -771,16 +771,20 @@ def _unlock(fd: int | None) -> None:
 
 
 def evaluate_checkpoint(cfg: TrainConfig, comm=None) -> dict:
-    """Accuracy and loss of ``cfg.init`` on the test split of ``cfg.dataset`` (sharded over ``comm``'s processes)."""
+    """Accuracy and loss of ``cfg.init`` on the test split of ``cfg.dataset`` (sharded over ``comm``'s processes);
+    with ``--val-split N``, on the last N training images instead, the split a tuning run evaluated on."""
     comm = distributed.Communicator() if comm is None else comm
     if not cfg.init:
         raise TrainError("--eval-only needs the checkpoint to evaluate: pass --init CHECKPOINT")
     model = _load(cfg.init)
+    split = "test" if cfg.val_split is None else "train"
     with comm.node_leader_first():
-        test = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download,
+        test = load_dataset(cfg.dataset, split, data_dir=cfg.data_dir, download=cfg.download,
                             progress=cfg.progress and comm.is_main,
                             **({"image_size": model.cfg.image_hw[0]} if cfg.dataset in ("synthetic", "imagefolder")
                                else {}))
+    if cfg.val_split is not None:
+        test = held_out(test, cfg.val_split)
     if model.cfg.num_classes != test.num_classes:
         raise TrainError(f"{cfg.init} has {model.cfg.num_classes} classes but {cfg.dataset} has "
                          f"{test.num_classes}; fine-tune it on {cfg.dataset} first (--init without --eval-only)")
@@ -794,7 +798,7 @@ def evaluate_checkpoint(cfg: TrainConfig, comm=None) -> dict:
     loss = partial(classification_loss, flip=cfg.eval_flip)
     result = evaluate_model(model, x, y, augment, cfg.eval_batch_size, loss=loss, comm=comm,
                             progress=cfg.progress and comm.is_main)
-    return {"dataset": cfg.dataset, "split": "test", "examples": int(len(y)), **result}
+    return {"dataset": cfg.dataset, "split": test.split, "examples": int(len(y)), **result}
 
 
 @autograd.no_grad()

@@ -176,6 +176,15 @@ def test_val_split_evaluates_on_held_out_training_images(tmp_path, capsys):
     assert code == 0 and "val acc" in printed and "best val accuracy" in printed and "test acc" not in printed
     assert [m["split"] for m in metrics(out) if m.get("eval")] == ["val"]
 
+    # --eval-only scores a checkpoint on the same held-out images, never on the test split
+    last = [m for m in metrics(out) if m.get("eval")][-1]
+    for flags in (["--dataset", "synthetic", "--image-size", "16", "--val-split", "64", "--init",
+                   os.path.join(out, "checkpoint-last.npz")], ["--resume", out]):
+        assert main([*flags, "--eval-only", "--no-progress"]) == 0
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert result["split"] == "val" and result["examples"] == 64
+        assert result["loss"] == pytest.approx(last["loss"]) and result["acc"] == pytest.approx(last["acc"])
+
 
 def test_a_val_split_as_large_as_the_training_set_is_refused(tmp_path, capsys):
     full = len(T.load_dataset("synthetic", "train", image_size=16).y)
