@@ -77,13 +77,18 @@ class autocast:
         _compute = self.saved
 
 
+def lowers(*arrays) -> bool:
+    """Whether ``lower`` casts these arrays: inside ``autocast``, all of them float32."""
+    return _compute is not None and all(a.dtype == np.float32 for a in arrays)
+
+
 def lower(*arrays) -> tuple:
     """A product's operands in the dtype it runs in: cast to the ``autocast`` dtype when all are float32.
 
     Outside ``autocast``, and for float64 (gradient checks) or mixed operands, the very
     same arrays come back, so a float32 run is bit for bit what it was without this module.
     """
-    if _compute is None or any(a.dtype != np.float32 for a in arrays):
+    if not lowers(*arrays):
         return arrays
     with np.errstate(over="ignore"):  # float16 overflows to inf; the loss (or the loss scale) sees it
         return tuple(a.astype(_compute) for a in arrays)

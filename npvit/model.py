@@ -40,7 +40,9 @@ import numpy as np
 
 from autograd import backend, init, no_grad
 from autograd.nn import Dropout, DropPath, GELU, Identity, LayerNorm, Linear, Module, ModuleList, Parameter
-from autograd.ops import attention_weights, concatenate, linear, scaled_dot_product_attention, unbind, where
+from autograd.ops import (
+    attention_weights, concatenate, layer_norm_linear, linear, scaled_dot_product_attention, unbind, where,
+)
 from autograd.tensor import Tensor
 
 from . import mpp
@@ -112,22 +114,23 @@ class Attention(Module):
         self.proj = Linear(dim, dim)
         self.proj_drop = Dropout(proj_drop)
 
-    def _heads(self, x):
-        """Queries, keys and values (B, H, N, d) each of tokens x (B, N, D)."""
+    def _heads(self, x, norm=None):
+        """Queries, keys and values (B, H, N, d) each of tokens x (B, N, D), normalised first by ``norm`` if given."""
         B, N, D = x.shape
         H = self.num_heads
-        qkv = self.qkv(x).reshape(B, N, 3, H, D // H)                        # (B, N, 3, H, d)
+        qkv = _normed_linear(x, norm, self.qkv).reshape(B, N, 3, H, D // H)  # (B, N, 3, H, d)
         # unbinding before the transpose keeps the gradient of qkv one contiguous write
         return [t.transpose(0, 2, 1, 3) for t in unbind(qkv, axis=2)]       # (B, H, N, d) each
 
-    def forward(self, x, position_bias=None, residual=None):
+    def forward(self, x, position_bias=None, residual=None, norm=None):
         """``position_bias``: None, or a function of the queries (B, H, N, d) giving logits to add (B, H, N, N).
 
         ``residual`` (B, N, D): returned plus the output, the add folded into the projection
-        (one kernel with its bias on a GPU) unless dropout comes between them.
+        (one kernel with its bias on a GPU) unless dropout comes between them. ``norm`` (a
+        LayerNorm): applied to x first, as one op with the q/k/v projection (``_normed_linear``).
         """
         B, N, D = x.shape
-        q, k, v = self._heads(x)
+        q, k, v = self._heads(x, norm)
         bias = None if position_bias is None else position_bias(q)          # (B, H, N, N)
         out = scaled_dot_product_attention(
             q, k, v, bias=bias, dropout_p=self.attn_drop, training=self.training, generator=self.generator,
@@ -156,17 +159,18 @@ class Mlp(Module):
         self.fc2 = Linear(hidden, dim)
         self.drop2 = Dropout(drop)
 
-    def forward(self, x, residual=None):
-        """(B, N, D) -> (B, N, D), plus ``residual`` if given (as ``Attention.forward``).
+    def forward(self, x, residual=None, norm=None):
+        """(B, N, D) -> (B, N, D), plus ``residual`` if given, x normalised first by ``norm`` (as ``Attention.forward``).
 
         Without dropout, fc1's bias and GELU, and fc2's bias and the residual add, are each
         one op with their layer's GEMM (one kernel after it on a GPU).
         """
         if _dropping(self.drop1) or _dropping(self.drop2):
-            out = self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))  # (B, N, hidden) -> (B, N, D)
+            h = self.act(_normed_linear(x, norm, self.fc1))                 # (B, N, hidden)
+            out = self.drop2(self.fc2(self.drop1(h)))                       # (B, N, D)
             return out if residual is None else residual + out
         gelu = "gelu_tanh" if self.act.approximate == "tanh" else "gelu"
-        h = linear(x, self.fc1.weight, self.fc1.bias, activation=gelu)     # (B, N, hidden)
+        h = _normed_linear(x, norm, self.fc1, activation=gelu)              # (B, N, hidden)
         return linear(h, self.fc2.weight, self.fc2.bias, residual=residual)  # (B, N, D)
 
 
@@ -183,12 +187,24 @@ class Block(Module):
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x, position_bias=None):
+        # each layer norm goes into its branch's first layer as one op (``_normed_linear``)
         if _dropping(self.drop_path1) or _dropping(self.drop_path2):  # stochastic depth drops whole branches
-            x = x + self.drop_path1(self.attn(self.norm1(x), position_bias))
-            return x + self.drop_path2(self.mlp(self.norm2(x)))
+            x = x + self.drop_path1(self.attn(x, position_bias, norm=self.norm1))
+            return x + self.drop_path2(self.mlp(x, norm=self.norm2))
         # the same sums with each residual add inside its branch's last layer (one kernel on a GPU)
-        x = self.attn(self.norm1(x), position_bias, residual=x)           # z'_l = MSA(LN(z_{l-1})) + z_{l-1}
-        return self.mlp(self.norm2(x), residual=x)                          # z_l = MLP(LN(z'_l)) + z'_l
+        x = self.attn(x, position_bias, residual=x, norm=self.norm1)        # z'_l = MSA(LN(z_{l-1})) + z_{l-1}
+        return self.mlp(x, residual=x, norm=self.norm2)                     # z_l = MLP(LN(z'_l)) + z'_l
+
+
+def _normed_linear(x, norm, layer, activation=None):
+    """``layer`` (a Linear) of ``norm(x)`` (a LayerNorm, or None for x itself), with ``linear``'s ``activation``.
+
+    With a norm, ``layer_norm_linear``: the same numbers as the two layers, and on the CPU
+    the normalised tokens (B, N, D) are not kept for the backward, which remakes them.
+    """
+    if norm is None:
+        return linear(x, layer.weight, layer.bias, activation=activation)
+    return layer_norm_linear(x, norm.weight, norm.bias, layer.weight, layer.bias, activation=activation, eps=norm.eps)
 
 
 def _dropping(drop) -> bool:

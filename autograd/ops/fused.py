@@ -27,7 +27,7 @@ from .special import normal_cdf
 from .util import BLOCK, THREAD_BLOCK, add_rows, blocks, blockwise, check_probability, keep_mask, sum_rows
 
 __all__ = [
-    "linear", "layer_norm", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout", "drop_path",
+    "linear", "layer_norm", "layer_norm_linear", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout", "drop_path",
 ]
 
 _RSQRT_2PI = 1 / math.sqrt(2 * math.pi)
@@ -208,12 +208,7 @@ class LayerNorm(Function):
             xp.sqrt(rstd[r], out=rstd[r])
             xp.reciprocal(rstd[r], out=rstd[r])
             xh *= rstd[r]  # xhat = (x - mean) / sqrt(var + eps)
-            if weight is None:
-                out[r] = xh
-            else:
-                xp.multiply(xh, weight, out=out[r])
-            if bias is not None:
-                out[r] += bias
+            _scale_shift(xh, weight, bias, out[r])
 
         parallel.run(rows, _block_runs(blocks(len(x2), dim, xp)))
         cache = (x2, mean, rstd, weight, has_bias, needs_input_grad) if any(needs_input_grad) else None
@@ -277,6 +272,17 @@ class LayerNorm(Function):
         if has_bias:
             grads.append(None if dbs is None else sum_rows(dbs))
         return tuple(grads)
+
+
+def _scale_shift(xh, weight, bias, out):
+    """out = xhat w + b, w or b None for none: LayerNorm's last step on the CPU, shared with ``_layer_norm_remade``
+    so that the two give the same numbers."""
+    if weight is None:
+        out[...] = xh
+    else:
+        np.multiply(xh, weight, out=out)
+    if bias is not None:
+        out += bias
 
 
 def _block_runs(row_blocks):
@@ -379,6 +385,92 @@ def layer_norm(x, weight=None, bias=None, eps=1e-6):
     """Normalise over the last axis to zero mean and unit variance, then scale by weight and shift by bias."""
     affine = [t for t in (weight, bias) if t is not None]
     return LayerNorm.apply(x, *affine, eps=eps, has_weight=weight is not None, has_bias=bias is not None)
+
+
+class LayerNormLinear(Function):
+    takes_needs_input_grad = True
+    adds_to_first_grad = True  # x is a pre-norm block's residual stream, as for LayerNorm
+
+    @staticmethod
+    def forward(x, ln_weight, ln_bias, weight, *bias, eps, activation, needs_input_grad):
+        # LayerNorm's CPU forward, then Linear's (LinearEpilogue's, for a GELU): the two ops' own code, so their
+        # numbers. Their caches together keep y = LN(x) (M, in) for the Linear's dW = dz^T y; it is dropped here,
+        # and the backward remakes it from x, mean and rstd, which LayerNorm's cache keeps anyway (x is alive as
+        # the residual stream): one (M, in) activation fewer held from the forward to the backward. With x and
+        # the layer norm's parameters all frozen there is no LayerNorm cache to remake y from, and y stays.
+        ln_needs = needs_input_grad[:3]
+        y, ln_cache = LayerNorm.forward(x, ln_weight, ln_bias, eps=eps, has_weight=True, has_bias=True,
+                                        needs_input_grad=ln_needs)
+        linear_needs = (any(ln_needs),) + needs_input_grad[3:]
+        if activation is None:
+            out, linear_cache = Linear.forward(y, weight, *bias, needs_input_grad=linear_needs)
+        else:
+            out, linear_cache = LinearEpilogue.forward(y, weight, *bias, activation=activation,
+                                                       needs_input_grad=linear_needs)
+        dropped = ln_cache is not None and linear_needs[1]
+        if dropped:
+            linear_cache = _with_linear_input(linear_cache, None, activation is not None)
+        return out, (ln_cache, ln_bias, linear_cache, activation, dropped)
+
+    @staticmethod
+    def backward(g, cache, so_far=None):
+        # out = f(y W^T + b), y = xhat w_ln + b_ln: Linear's (LinearEpilogue's) backward gives dy, dW and db, then
+        # LayerNorm's takes dy, and x's gradient so far, to dx, dw_ln and db_ln, as the two ops' backwards would.
+        # dW = dz^T y needs the y the forward dropped: xhat = (x - mean) rstd, then xhat w_ln + b_ln, again, by
+        # the forward's own elementwise operations (no sum among them), so the same y bit for bit, and the same dW.
+        ln_cache, ln_bias, linear_cache, activation, dropped = cache
+        epilogue = activation is not None
+        if dropped:
+            x2, mean, rstd, ln_weight = ln_cache[:4]
+            linear_cache = _with_linear_input(linear_cache, _layer_norm_remade(x2, mean, rstd, ln_weight, ln_bias),
+                                              epilogue)
+        dy, *linear_grads = (LinearEpilogue if epilogue else Linear).backward(g, linear_cache)
+        del linear_cache  # the remade y, before LayerNorm's backward allocates its own
+        ln_grads = (so_far, None, None) if ln_cache is None else LayerNorm.backward(dy, ln_cache, so_far)
+        return (*ln_grads, *linear_grads)
+
+
+def _with_linear_input(cache, x2, epilogue):
+    """Linear's cache (LinearEpilogue's, with ``epilogue``) with ``x2`` for the input ``(M, in)`` it keeps for dW."""
+    if epilogue:
+        linear_cache, *rest = cache
+        return (_with_linear_input(linear_cache, x2, False), *rest)
+    return (x2, *cache[1:])
+
+
+def _layer_norm_remade(x2, mean, rstd, weight, bias):
+    """LayerNorm's CPU output ``(M, D)`` again from x, mean and rstd: xhat as ``LayerNorm.backward`` remakes it,
+    scaled and shifted as the forward does, in row blocks over the threads; elementwise operations only, so the
+    forward's numbers bit for bit."""
+    out = np.empty_like(x2)
+
+    def rows(r):
+        xh = x2[r] - mean[r]
+        xh *= rstd[r]
+        _scale_shift(xh, weight, bias, out[r])
+
+    parallel.run(rows, blocks(len(x2), x2.shape[-1], np, THREAD_BLOCK))
+    return out
+
+
+def layer_norm_linear(x, ln_weight, ln_bias, weight, bias=None, *, activation=None, eps=1e-6):
+    """``linear(layer_norm(x, ln_weight, ln_bias, eps), weight, bias, activation=activation)``: a pre-norm layer.
+
+    The same numbers, bit for bit; on the CPU one op, whose backward remakes the normalised
+    input instead of keeping it from the forward: one ``(..., in)`` array fewer alive
+    between the passes per layer (a ViT block has two). Elsewhere the two ops themselves:
+    on CuPy arrays (their kernels, and launch counts, stay those of the two ops), without
+    the layer norm's weight or bias, for a GELU without a bias, with arrays of mixed
+    dtypes and under ``autocast``.
+    """
+    if activation not in (None, "gelu", "gelu_tanh"):
+        raise ValueError(f"layer_norm_linear takes activation None, 'gelu' or 'gelu_tanh', not {activation!r}")
+    x = as_tensor_like(x)
+    parts = [as_tensor_like(t, (x,)) for t in (ln_weight, ln_bias, weight, bias) if t is not None]
+    if (x.xp is not np or ln_weight is None or ln_bias is None or (bias is None and activation is not None)
+            or any(t.dtype != x.dtype for t in parts) or precision.lowers(x.data)):
+        return linear(layer_norm(x, ln_weight, ln_bias, eps), weight, bias, activation=activation)
+    return LayerNormLinear.apply(x, *parts, eps=eps, activation=activation)
 
 
 class Gelu(Function):
