@@ -465,6 +465,24 @@ def np_group_norm(x, *affine, num_groups, has_weight, has_bias, eps):
 
 
 @st.composite
+def layer_norm_linear_example(draw):
+    """x, the layer norm's weight and bias, the linear layer's weight and its bias or none; activation and eps drawn."""
+    lead = draw(shapes(min_dims=0, max_dims=2, max_side=3))
+    n_in, n_out = draw(st.integers(2, 5)), draw(st.integers(1, 4))
+    inputs = [draw(arrays(lead + (n_in,))), draw(arrays((n_in,))), draw(arrays((n_in,))), draw(arrays((n_out, n_in)))]
+    if draw(st.booleans()):
+        inputs.append(draw(arrays((n_out,))))
+    params = {"activation": draw(st.sampled_from([None, "gelu", "gelu_tanh"])),
+              "eps": draw(st.sampled_from([None, 1e-5, 0.1]))}
+    return Example(inputs, params, draw(needs_grad((True,) * len(inputs))))
+
+
+def np_layer_norm_linear(x, ln_weight, ln_bias, weight, *bias, activation, eps):
+    out = np_linear(np_layer_norm(x, ln_weight, ln_bias, has_weight=True, has_bias=True, eps=eps), weight, *bias)
+    return out if activation is None else np_gelu(out, "tanh" if activation == "gelu_tanh" else None)
+
+
+@st.composite
 def axis_example(draw, low=-2.0, high=2.0, **params):
     shape_ = draw(shapes())
     axis = draw(st.integers(-len(shape_), len(shape_) - 1))
@@ -560,6 +578,8 @@ FUSED = [
        np_linear_epilogue, rtol=1e-9, atol=1e-14),
     Op("layer_norm", (ops.layer_norm, fused.LayerNorm), norm_example(), norm_call(ops.layer_norm), np_layer_norm,
        rtol=1e-9),
+    Op("layer_norm_linear", (ops.layer_norm_linear, fused.LayerNormLinear), layer_norm_linear_example(),
+       _call(ops.layer_norm_linear), np_layer_norm_linear, rtol=1e-9, atol=1e-14),
     Op("gelu", (ops.gelu, fused.Gelu), unary_example(approximate=st.sampled_from([None, "none", "tanh"])),
        _call(ops.gelu), np_gelu, rtol=1e-9, atol=1e-14),
     Op("softmax", (ops.softmax, fused.Softmax), axis_example(), _call(ops.softmax), np_softmax),

@@ -14,10 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import npvit
-from autograd import backend, gradcheck
+from autograd import backend, gradcheck, ops, optim, parallel
+from autograd.ops.fused import LayerNormLinear
 from autograd.nn import Identity
 from autograd import Tensor, no_grad
-from npvit import ViTConfig, create_model, list_models, mpp_corruption, mpp_targets
+from npvit import ViTConfig, VisionTransformer, create_model, list_models, mpp_corruption, mpp_targets
+from npvit import model as model_module
 from npvit.config import POS_EMBED_AT, POS_EMBED_KINDS
 
 from tiny_models import TINY, tiny
@@ -158,6 +160,58 @@ def test_gradients_with_dropout_and_stochastic_depth():
         return m(x)
 
     check_directions(model, images(), run)
+
+
+def _two_ops(x, ln_weight, ln_bias, weight, bias=None, *, activation=None, eps=1e-6):
+    """``layer_norm_linear`` as the two ops it folds."""
+    return ops.linear(ops.layer_norm(x, ln_weight, ln_bias, eps), weight, bias, activation=activation)
+
+
+def _steps(dropping):
+    """Losses, then gradients and parameters after two AdamW steps of a float32 ViT of 4,160 tokens a batch (several
+    of layer norm's row blocks), with every dropout and stochastic depth in the second block on or all off."""
+    rates = dict(drop_rate=0.1, attn_drop_rate=0.1, proj_drop_rate=0.1, drop_path_rate=0.2) if dropping else {}
+    model = VisionTransformer(img_size=16, patch_size=2, embed_dim=32, depth=2, num_heads=2, num_classes=3, **rates,
+                              generator=np.random.default_rng(0))
+    opt = optim.AdamW(model.parameters(), lr=1e-2)
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((64, 3, 16, 16), dtype=np.float32), rng.integers(0, 3, 64)
+    backend.manual_seed(2)
+    out = []
+    for _ in range(2):
+        opt.zero_grad()
+        loss = ops.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        out.append(loss.data)
+    return out + [p.grad for p in model.parameters()] + [p.data for p in model.parameters()]
+
+
+@pytest.mark.parametrize("dropping", [False, True])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_training_steps_are_bit_identical_with_the_layer_norms_apart(dropping, threads, monkeypatch):
+    # the blocks' layer norms go into their branch's first layer as one op on the CPU (layer_norm_linear): losses,
+    # gradients and AdamW's updates must be those of the two ops it folds, bit for bit, at any thread count
+    made = []
+
+    def noted(*args, **kwargs):
+        out = ops.layer_norm_linear(*args, **kwargs)
+        made.append(out._node.fn)
+        return out
+
+    before = parallel.threads()
+    parallel.set_threads(threads)
+    try:
+        monkeypatch.setattr(model_module, "layer_norm_linear", noted)
+        fused = _steps(dropping)
+        monkeypatch.setattr(model_module, "layer_norm_linear", _two_ops)
+        apart = _steps(dropping)
+    finally:
+        parallel.set_threads(before)
+    assert made and set(made) == {LayerNormLinear}
+    assert len(fused) == len(apart)
+    for a, b in zip(fused, apart):
+        np.testing.assert_array_equal(a, b)
 
 
 @settings(max_examples=6)

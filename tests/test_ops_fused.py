@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autograd import Tensor, gradcheck, no_grad, ops, parallel
+from autograd import Tensor, gradcheck, no_grad, ops, parallel, precision
 from autograd.backend import generator, global_generator, manual_seed
-from autograd.ops import util
-from checking import assert_matches_torch, assert_same, outputs_and_grads, torch_or_skip
+from autograd.ops import fused, util
+from checking import assert_matches_torch, assert_same, outputs_and_grads, torch_or_skip, upstream
 from strategies import arrays, shapes
 
 
@@ -177,6 +177,91 @@ def test_layer_norm_with_frozen_affine_or_constant_input():
                 assert p.grad is None
             else:
                 np.testing.assert_allclose(p.grad, f.grad, rtol=1e-12)
+
+
+# --- layer norm, then linear --------------------------------------------------
+
+def _two_ops(x, ln_weight, ln_bias, weight, bias, activation=None):
+    """What ``layer_norm_linear`` folds, as the two ops."""
+    return ops.linear(ops.layer_norm(x, ln_weight, ln_bias), weight, bias, activation=activation)
+
+
+@pytest.mark.parametrize("activation", [None, "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("frozen", [(), (0, 1, 2), (3,)])
+def test_layer_norm_linear_is_bit_for_bit_the_two_ops(activation, threads, frozen):
+    # 2,100 rows of 48: many of layer norm's row blocks, over the threads; x also passes by the layer (a residual),
+    # so its two gradients are summed; with x and the norm frozen (0, 1, 2) y is kept, with the weight frozen (3)
+    # it is not needed
+    before = parallel.threads()
+    parallel.set_threads(threads)
+    try:
+        rng = np.random.default_rng(5)
+        inputs = [(rng.standard_normal(s) * 2 + 1).astype(np.float32)
+                  for s in ((3, 700, 48), (48,), (48,), (48, 48), (48,))]
+
+        def run(fn):
+            tensors = [Tensor(a.copy(), requires_grad=i not in frozen) for i, a in enumerate(inputs)]
+            out = tensors[0] + fn(*tensors, activation=activation)
+            out.backward(upstream(out.shape, out.dtype))
+            return [out.data] + [t.grad for t in tensors if t.requires_grad]
+
+        node = ops.layer_norm_linear(*(Tensor(a, requires_grad=True) for a in inputs), activation=activation)._node
+        assert node.fn is fused.LayerNormLinear
+        got, want = run(ops.layer_norm_linear), run(_two_ops)
+        assert len(got) == len(want) == 1 + 5 - len(frozen)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        parallel.set_threads(before)
+
+
+def _cached_arrays(cache):
+    """Every array in a node's cache, nested tuples opened."""
+    if isinstance(cache, np.ndarray):
+        return [cache]
+    if isinstance(cache, (tuple, list)):
+        return [a for part in cache for a in _cached_arrays(part)]
+    return []
+
+
+def _held_elements(nodes, inputs):
+    """Elements of the arrays the nodes' caches hold that are not (views of) the inputs: what the graph adds."""
+    held = [a for node in nodes for a in _cached_arrays(node.cache)]
+    return sum(a.size for a in held if not any(np.shares_memory(a, i) for i in inputs))
+
+
+@pytest.mark.parametrize("activation", [None, "gelu"])
+def test_layer_norm_linear_keeps_no_normalised_copy_of_x(activation):
+    # the cache holds x itself and per-row statistics, plus GELU's derivative (M, out) when there is one; the two
+    # ops' caches hold the (M, D) normalised x besides, which the count below must see
+    M, D, n_out = 60, 16, 24
+    rng = np.random.default_rng(7)
+    inputs = [rng.standard_normal(s).astype(np.float32) for s in ((3, 20, D), (D,), (D,), (n_out, D), (n_out,))]
+    tensors = [Tensor(a, requires_grad=True) for a in inputs]
+    slope = 0 if activation is None else M * n_out
+    node = ops.layer_norm_linear(*tensors, activation=activation)._node
+    assert _held_elements([node], inputs) == 2 * M + slope  # mean and rstd, (M, 1) each
+    last = _two_ops(*tensors, activation=activation)._node
+    assert _held_elements([last, last.inputs[0][0]], inputs) == 2 * M + slope + M * D
+
+
+def test_layer_norm_linear_on_other_inputs_is_the_two_ops():
+    # without the norm's bias, for a GELU without a bias, in mixed dtypes or under autocast: the two ops themselves
+    rng = np.random.default_rng(8)
+    x, w_ln, b_ln, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in ((2, 3, 4), (4,), (4,), (5, 4),
+                                                                                          (5,)))
+    assert ops.layer_norm_linear(x, w_ln, None, w, b)._node.fn is fused.Linear
+    assert ops.layer_norm_linear(x, w_ln, b_ln, w, None, activation="gelu")._node.fn is fused.Gelu
+    w32 = Tensor(w.data.astype(np.float32), requires_grad=True)
+    assert ops.layer_norm_linear(x, w_ln, b_ln, w32, b)._node.fn is fused.Linear
+    x32, w_ln32, b_ln32, b32 = (Tensor(t.data.astype(np.float32), requires_grad=True) for t in (x, w_ln, b_ln, b))
+    with precision.autocast(np.float16):
+        assert ops.layer_norm_linear(x32, w_ln32, b_ln32, w32, b32)._node.fn is fused.Linear
+    assert ops.layer_norm_linear(x32, w_ln32, b_ln32, w32, b32)._node.fn is fused.LayerNormLinear
+    assert ops.layer_norm_linear(x, w_ln, b_ln, w, b)._node.fn is fused.LayerNormLinear
+    with pytest.raises(ValueError, match="not 'relu'"):
+        ops.layer_norm_linear(x, w_ln, b_ln, w, b, activation="relu")
 
 
 # --- gelu ---------------------------------------------------------------------
