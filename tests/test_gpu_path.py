@@ -334,6 +334,8 @@ OPS = {
     "pad": (lambda a: ops.pad(a, ((1, 0), (0, 2))), (_r(2, 2),)),
     "linear": (ops.linear, (_r(2, 3), _r(4, 3), _r(4))),
     "layer_norm": (ops.layer_norm, (_r(2, 4), _r(4), _r(4))),
+    "layer_norm_linear": (lambda x, w_ln, b_ln, w, b: ops.layer_norm_linear(x, w_ln, b_ln, w, b, activation="gelu"),
+                          (_r(2, 4), _r(4), _r(4), _r(3, 4), _r(3))),
     "gelu": (ops.gelu, (_r(5),)),
     "gelu_tanh": (lambda a: ops.gelu(a, approximate="tanh"), (_r(5),)),
     "softmax": (ops.softmax, (_r(2, 4),)),
