@@ -160,7 +160,7 @@ class Mlp(Module):
         self.drop2 = Dropout(drop)
 
     def forward(self, x, residual=None, norm=None):
-        """(B, N, D) -> (B, N, D), plus ``residual`` if given, x normalised first by ``norm`` (as ``Attention.forward``).
+        """(B, N, D) -> (B, N, D), plus ``residual`` if given, x normalised first by ``norm`` if given (as Attention's).
 
         Without dropout, fc1's bias and GELU, and fc2's bias and the residual add, are each
         one op with their layer's GEMM (one kernel after it on a GPU).

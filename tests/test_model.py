@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import npvit
-from autograd import backend, gradcheck, ops, optim, parallel
+from autograd import backend, gradcheck, ops, parallel
 from autograd.ops.fused import LayerNormLinear
 from autograd.nn import Identity
 from autograd import Tensor, no_grad
@@ -22,7 +22,7 @@ from npvit import ViTConfig, VisionTransformer, create_model, list_models, mpp_c
 from npvit import model as model_module
 from npvit.config import POS_EMBED_AT, POS_EMBED_KINDS
 
-from tiny_models import TINY, tiny
+from tiny_models import TINY, adamw_steps, tiny
 from checking import torch_or_skip
 TINY_HYBRID = dict(TINY, patch_size=1, hybrid_layers=(1, 1), hybrid_width=4, hybrid_groups=2,
                    hybrid_stem_kernel=3, hybrid_stem_stride=1)
@@ -173,18 +173,8 @@ def _steps(dropping):
     rates = dict(drop_rate=0.1, attn_drop_rate=0.1, proj_drop_rate=0.1, drop_path_rate=0.2) if dropping else {}
     model = VisionTransformer(img_size=16, patch_size=2, embed_dim=32, depth=2, num_heads=2, num_classes=3, **rates,
                               generator=np.random.default_rng(0))
-    opt = optim.AdamW(model.parameters(), lr=1e-2)
     rng = np.random.default_rng(1)
-    x, y = rng.standard_normal((64, 3, 16, 16), dtype=np.float32), rng.integers(0, 3, 64)
-    backend.manual_seed(2)
-    out = []
-    for _ in range(2):
-        opt.zero_grad()
-        loss = ops.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        out.append(loss.data)
-    return out + [p.grad for p in model.parameters()] + [p.data for p in model.parameters()]
+    return adamw_steps(model, rng.standard_normal((64, 3, 16, 16), dtype=np.float32), rng.integers(0, 3, 64), seed=2)
 
 
 @pytest.mark.parametrize("dropping", [False, True])

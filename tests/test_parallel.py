@@ -7,10 +7,10 @@ import threading
 import numpy as np
 import pytest
 
-from autograd import backend, ops, optim, parallel
+from autograd import parallel
 from autograd.ops import util
 from npvit import VisionTransformer
-from tiny_models import TINY
+from tiny_models import TINY, adamw_steps
 
 
 @pytest.fixture
@@ -113,20 +113,10 @@ def _training_step(seed=0):
     """Loss, gradients and updated parameters of two AdamW steps of a tiny float32 ViT with every dropout on."""
     model = VisionTransformer(**{**TINY, "depth": 1}, drop_rate=0.1, attn_drop_rate=0.1, proj_drop_rate=0.1,
                               drop_path_rate=0.1, generator=np.random.default_rng(seed))
-    opt = optim.AdamW(model.parameters(), lr=1e-2)
     rng = np.random.default_rng(seed + 1)
     x = rng.standard_normal((24, 3, 8, 8), dtype=np.float32)
     y = rng.integers(0, 3, 24)
-    backend.manual_seed(seed)
-    out = []
-    for _ in range(2):
-        opt.zero_grad()
-        loss = ops.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        out.append(loss.data)
-    out += [p.grad for p in model.parameters()] + [p.data for p in model.parameters()]
-    return out
+    return adamw_steps(model, x, y, seed)
 
 
 def test_a_training_step_is_bit_identical_for_any_thread_count(threads, monkeypatch):

@@ -27,7 +27,8 @@ from .special import normal_cdf
 from .util import BLOCK, THREAD_BLOCK, add_rows, blocks, blockwise, check_probability, keep_mask, sum_rows
 
 __all__ = [
-    "linear", "layer_norm", "layer_norm_linear", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout", "drop_path",
+    "linear", "layer_norm", "layer_norm_linear", "gelu", "softmax", "log_softmax", "cross_entropy", "dropout",
+    "drop_path",
 ]
 
 _RSQRT_2PI = 1 / math.sqrt(2 * math.pi)
