@@ -163,6 +163,10 @@ def test_cifar10_defaults_follow_the_device():
             R.resolve(R.TrainConfig(**same, low_res_size=8)).low_res_size) == (32, 8)
     with pytest.raises(R.TrainError, match="needs --low-res-size"):  # a stage of one's own says its size
         R.resolve(R.TrainConfig(**same, low_res_epochs=5))
+    # a config.json written before --low-res-epochs existed is a run without the stage, not the recipe's
+    old = R.resolve(R.TrainConfig(dataset="cifar10", device="cpu", low_res_epochs=0)).to_dict()
+    del old["low_res_epochs"]
+    assert R.TrainConfig.from_dict(old).low_res_epochs == 0
 
 
 @pytest.mark.parametrize("mode, dataset, epochs", [("pretrain", "tiny-imagenet", 10), ("mpp", "tiny-imagenet", 9),
