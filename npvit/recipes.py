@@ -109,9 +109,9 @@ MODE_FIXED = {"mpp": dict(label_smoothing=0.0, mixup=0.0, cutmix=0.0)}
 # so ~1.0 M images (Tiny-ImageNet's 100,000 ten times) in 55 minutes. A fine-tune keeps its checkpoint's model
 # and its own 10 epochs (a vit_cifar_mini checkpoint: about half an hour of CIFAR-10).
 _CPU_MINI = dict(model="vit_cifar_mini", rand_ops=0)
-_CIFAR_CPU = dict(_CPU_MINI, epochs=12, warmup_steps=400)  # REPRODUCTION.md, "The CPU recipe"
-# CIFAR-10's is issue 19's hour recipe (REPRODUCTION.md, "Tuning toward 75% in the hour"): 40 epochs, the first
-# 80% at 16x16 (4.3x cheaper a step), then at 32x32 with the position table interpolated. ``low_res``
+_CIFAR_CPU = dict(_CPU_MINI, epochs=12, warmup_steps=400)  # CIFAR-10's previous default (REPRODUCTION.md)
+# CIFAR-10's is issue 19's hour recipe (REPRODUCTION.md, "The CPU recipe", with its measured run): 40 epochs, the
+# first 80% at 16x16 (4.3x cheaper a step), then at 32x32 with the position table interpolated. ``low_res``
 # (share of the epochs, size) is not a TrainConfig field: ``resolve`` turns it into --low-res-epochs/-size.
 _CIFAR10_HOUR = dict(_CPU_MINI, epochs=40, warmup_steps=400, low_res=(0.8, 16))
 CPU_RECIPES = {
@@ -389,7 +389,7 @@ def recipe_low_res(cfg: TrainConfig, stage, recipe_model, epochs) -> dict:
     it; --low-res-size S keeps the stage at S instead; --low-res-epochs 0 turns it off.
     """
     changed = (cfg.model not in (None, recipe_model) or "patch_size" in cfg.model_overrides
-               or "img_size" in cfg.model_overrides or cfg.image_size is not None or cfg.max_steps is not None)
+               or cfg.image_size is not None or cfg.max_steps is not None)
     if stage is None or changed or not epochs:
         return {"low_res_epochs": 0}
     share, size = stage
