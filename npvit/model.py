@@ -122,20 +122,25 @@ class Attention(Module):
         # unbinding before the transpose keeps the gradient of qkv one contiguous write
         return [t.transpose(0, 2, 1, 3) for t in unbind(qkv, axis=2)]       # (B, H, N, d) each
 
-    def forward(self, x, position_bias=None, residual=None, norm=None):
+    def forward(self, x, position_bias=None, residual=None, norm=None, queries=None):
         """``position_bias``: None, or a function of the queries (B, H, N, d) giving logits to add (B, H, N, N).
 
         ``residual`` (B, N, D): returned plus the output, the add folded into the projection
         (one kernel with its bias on a GPU) unless dropout comes between them. ``norm`` (a
         LayerNorm): applied to x first, as one op with the q/k/v projection (``_normed_linear``).
+        ``queries`` (an int): the output (B, queries, D) of the first ``queries`` tokens only,
+        attending to all N (``residual`` then (B, queries, D) too), for the last block of a
+        model that reads only its [class] token (``VisionTransformer.forward``).
         """
         B, N, D = x.shape
         q, k, v = self._heads(x, norm)
+        if queries is not None:
+            q = q[:, :, :queries]                                           # (B, H, queries, d)
         bias = None if position_bias is None else position_bias(q)          # (B, H, N, N)
         out = scaled_dot_product_attention(
             q, k, v, bias=bias, dropout_p=self.attn_drop, training=self.training, generator=self.generator,
         )
-        out = out.transpose(0, 2, 1, 3).reshape(B, N, D)                    # (B, N, D)
+        out = out.transpose(0, 2, 1, 3).reshape(B, q.shape[2], D)           # (B, N or queries, D)
         if residual is not None and not _dropping(self.proj_drop):
             return linear(out, self.proj.weight, self.proj.bias, residual=residual)
         out = self.proj_drop(self.proj(out))
@@ -186,13 +191,17 @@ class Block(Module):
         self.mlp = Mlp(cfg.embed_dim, cfg.mlp_hidden_dim, cfg.proj_drop_rate, cfg.gelu_approximate)
         self.drop_path2 = DropPath(drop_path)
 
-    def forward(self, x, position_bias=None):
+    def forward(self, x, position_bias=None, queries=None):
+        """Tokens (B, N, D) to (B, N, D); with ``queries`` (an int) the first ``queries`` tokens' outputs
+        (B, queries, D) only: their attention over all N tokens, then their MLP (see ``Attention.forward``)."""
+        kept = x if queries is None else x[:, :queries]                     # the tokens whose outputs are made
         # each layer norm goes into its branch's first layer as one op (``_normed_linear``)
         if _dropping(self.drop_path1) or _dropping(self.drop_path2):  # stochastic depth drops whole branches
-            x = x + self.drop_path1(self.attn(x, position_bias, norm=self.norm1))
+            x = kept + self.drop_path1(self.attn(x, position_bias, norm=self.norm1, queries=queries))
             return x + self.drop_path2(self.mlp(x, norm=self.norm2))
         # the same sums with each residual add inside its branch's last layer (one kernel on a GPU)
-        x = self.attn(x, position_bias, residual=x, norm=self.norm1)        # z'_l = MSA(LN(z_{l-1})) + z_{l-1}
+        x = self.attn(x, position_bias, residual=kept, norm=self.norm1, queries=queries)
+        #   z'_l = MSA(LN(z_{l-1})) + z_{l-1}
         return self.mlp(x, residual=x, norm=self.norm2)                     # z_l = MLP(LN(z'_l)) + z'_l
 
 
@@ -387,10 +396,27 @@ class VisionTransformer(Module):
         - ``mask`` (B, N) bools: where True the embedding becomes the learned ``mask_token``
           (applied after ``replace_with``, so it wins where both are set).
         """
-        x = self._embed(x, mask, replace_with)
+        return self._encode(self._embed(x, mask, replace_with))
+
+    def _encode(self, x, class_token_only=False):
+        """The blocks and the final norm over tokens x (B, N', D) before positions.
+
+        ``class_token_only``: the last block makes the [class] token's output alone
+        (B, 1, D), all that ``forward_head`` reads with ``global_pool="token"``: the other
+        tokens' outputs of the last block reach no logit, so skipping them gives the same
+        logits and gradients (to rounding) for 9 of the block's 12 D^2 multiply-adds a
+        token (its output projection and MLP) and its attention's other queries; the q/k/v
+        projection stays one product over every token, keys and values needing them all.
+        A last block with a relative position bias runs whole: its table then still gets
+        its (zero) gradient, so the optimizer treats it as before.
+        """
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x, bias = self._block_input(i, x)
-            x = block(x, bias)                                              # (B, N', D)
+            if class_token_only and i == last and bias is None:
+                x = block(x, queries=self.cfg.num_prefix_tokens)            # (B, 1, D)
+            else:
+                x = block(x, bias)                                          # (B, N', D)
         return self.norm(x)
 
     def forward_intermediates(self, x, attention=True):
@@ -424,8 +450,12 @@ class VisionTransformer(Module):
         return x if pre_logits else self.head(x)                           # (B, num_classes)
 
     def forward(self, x):
-        """Logits (B, num_classes) of images (B, C, H, W) (NumPy/CuPy array or Tensor)."""
-        return self.forward_head(self.forward_features(x))
+        """Logits (B, num_classes) of images (B, C, H, W) (NumPy/CuPy array or Tensor).
+
+        ``forward_head(forward_features(x))``; with [class]-token pooling the last block
+        makes that token's output alone (``_encode``).
+        """
+        return self.forward_head(self._encode(self._embed(x), class_token_only=self.cfg.global_pool == "token"))
 
     def forward_mpp(self, x, mask=None, replace_with=None):
         """Masked patch prediction: every patch position's prediction of its target.

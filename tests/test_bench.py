@@ -67,3 +67,50 @@ def test_bench_command_prints_a_table(mode, extra, capsys):
         assert "PyTorch not timed: PyTorch is not installed" in out
     else:
         assert float(lines["npvit/PyTorch"].split()[1]) > 0
+
+
+def test_op_times_charges_each_op_its_own_time_and_puts_everything_back(capsys):
+    import importlib.util
+    import os
+    import time
+
+    from autograd.engine import Function
+    from autograd.ops.fused import Linear
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "op_times.py")
+    spec = importlib.util.spec_from_file_location("op_times", path)
+    op_times = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(op_times)
+
+    class Outer(Function):  # an op that runs another op's forward inside its own, as LayerNormLinear does
+        @staticmethod
+        def forward(x):
+            time.sleep(0.02)
+            return Inner.forward(x)[0], None
+
+    class Inner(Function):
+        @staticmethod
+        def forward(x):
+            time.sleep(0.05)
+            return x, None
+
+    before = Linear.__dict__["forward"]
+    timer = op_times.OpTimer()
+    timer.install(Function)
+    assert Linear.__dict__["forward"] is not before
+    try:
+        Outer.apply(np.ones(2))
+    finally:
+        timer.remove()
+    outer, inner = timer.total[("Outer", "forward")], timer.total[("Inner", "forward")]
+    assert 0.05 <= inner < 0.07 and 0.02 <= outer < 0.04, (outer, inner)
+    assert "forward" in Outer.__dict__ and Outer.forward(np.ones(1))[1] is None  # unwrapped again
+    assert Linear.__dict__["forward"] is before and timer._undo == []
+
+    assert op_times.main(["--model", "vit_cifar_mini", "--batch-size", "2", "--steps", "1", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.rsplit(None, 2)[0]: float(line.split()[-2]) for line in out.splitlines()[2:-1]}
+    step = float(out.splitlines()[-1].split()[-1])
+    assert {"Linear.forward", "Linear.backward", "ScaledDotProductAttention.backward", "AdamW.step"} <= rows.keys()
+    # the rows and "outside the ops" add up to the step, each printed to 0.1 ms
+    assert sum(rows.values()) == pytest.approx(step, abs=0.05 * (len(rows) + 1))

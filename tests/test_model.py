@@ -162,6 +162,44 @@ def test_gradients_with_dropout_and_stochastic_depth():
     check_directions(model, images(), run)
 
 
+def _logits_and_grads(model, x, run):
+    model.zero_grad()
+    y = run(model, x)
+    (y * Tensor(np.arange(y.size, dtype=np.float64).reshape(y.shape))).sum().backward()
+    return y.data, {n: p.grad for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("dropping", [False, True])
+@pytest.mark.parametrize("kind, at", VARIANTS)
+def test_the_last_block_makes_the_class_token_alone_with_the_same_logits_and_gradients(kind, at, dropping):
+    # model(x) skips the last block's other tokens (their outputs reach no logit); forward_features runs it whole
+    rates = dict(drop_path_rate=0.3, drop_rate=0.2, pos_drop_rate=0.2) if dropping else {}
+    model = tiny(pos_embed=kind, pos_embed_at=at, depth=3, **rates)
+    model.train(dropping)
+    seen = []
+    mlp = model.blocks[-1].mlp
+    original = type(mlp).forward
+    mlp.forward = lambda x, **kw: seen.append(x.shape) or original(mlp, x, **kw)
+
+    def seeded(run):
+        def go(m, x):
+            backend.manual_seed(5)  # the same stochastic-depth masks on both paths (drawn per sample)
+            return run(m, x)
+        return go
+
+    x = images(batch=3)
+    alone, a_grads = _logits_and_grads(model, x, seeded(lambda m, x: m(x)))
+    whole, w_grads = _logits_and_grads(model, x, seeded(lambda m, x: m.forward_head(m.forward_features(x))))
+    # a last block with its relative bias runs whole (its table keeps a gradient); 4 patches + [class] = 5 tokens
+    relative_last = kind.startswith("relative") and at != "input"
+    assert seen == [(3, 5 if relative_last else 1, 8), (3, 5, 8)]
+    np.testing.assert_allclose(alone, whole, rtol=1e-12, atol=1e-12)
+    assert a_grads.keys() == w_grads.keys()
+    for name in a_grads:
+        assert a_grads[name] is not None and w_grads[name] is not None, name
+        np.testing.assert_allclose(a_grads[name], w_grads[name], rtol=1e-10, atol=1e-12, err_msg=name)
+
+
 def _two_ops(x, ln_weight, ln_bias, weight, bias=None, *, activation=None, eps=1e-6):
     """``layer_norm_linear`` as the two ops it folds."""
     return ops.linear(ops.layer_norm(x, ln_weight, ln_bias, eps), weight, bias, activation=activation)
