@@ -285,14 +285,15 @@ def gpu_peak_bytes(library, step, device):
 
 
 # --- threads ----------------------------------------------------------------------------
-def _restart_with_threads(n, argv):
-    """Re-run this command with the BLAS thread variables set to ``n``, unless they already are."""
+def _restart_with_threads(n, argv, command=("-m", "npvit.bench")):
+    """Re-run this command (``python *command *argv``) with the BLAS thread variables set to ``n``, unless
+    they already are: BLAS reads them once, when NumPy loads."""
     if all(os.environ.get(v) == str(n) for v in THREAD_VARIABLES):
         return
     for v in THREAD_VARIABLES:
         os.environ[v] = str(n)
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "npvit.bench", *argv])
+    os.execv(sys.executable, [sys.executable, *command, *argv])
 
 
 def cpu_name() -> str:

@@ -23,7 +23,6 @@ import time
 from collections import defaultdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _all_subclasses(cls) -> list:
@@ -96,16 +95,14 @@ def main(argv=None) -> int:
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         print("op_times: --steps and --batch-size must be at least 1, --warmup at least 0", file=sys.stderr)
         return 2
-    if args.threads is not None and not all(os.environ.get(v) == str(args.threads) for v in THREAD_VARIABLES):
-        for v in THREAD_VARIABLES:  # BLAS reads its thread count when NumPy loads: set it, then start again
-            os.environ[v] = str(args.threads)
-        sys.stdout.flush()
-        os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), *argv])
     sys.path.insert(0, ROOT)
+    from npvit import bench
+
+    if args.threads is not None:  # this process has loaded BLAS already: the restart sets the count first
+        bench._restart_with_threads(args.threads, argv, command=(os.path.abspath(__file__),))
     from autograd import optim
     from autograd.backend import keep_freed_memory
     from autograd.engine import Function
-    from npvit import bench
     from npvit.config import get_config
 
     if args.keep_freed_memory:
