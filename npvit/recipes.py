@@ -103,12 +103,11 @@ POOL_LR_SCALE = {"token": 1.0, "avg": 3e-4 / 8e-4}
 # patches themselves, so there is nothing to smooth and no label to mix.
 MODE_FIXED = {"mpp": dict(label_smoothing=0.0, mixup=0.0, cutmix=0.0)}
 # On the CPU, each mode's run on a data set whose GPU-sized defaults would take days (vit_cifar_tiny for 50-100
-# epochs) trains vit_cifar_mini for about an hour of the 2-core machine instead, by mode and data set. Short
+# epochs) trains vit_cifar_mini for at most an hour of the 2-core machine instead, by mode and data set. Short
 # schedules do better without RandAugment. The epochs were sized from vit_cifar_mini's pace in train.py at 2
 # threads at 1c74e2d (about 300 images/s supervised and pre-training, 280 for mpp's mean colour: ~1.0 M images in
-# 55 minutes); the code has become 1.3-1.8x faster since, and the measured runs (README, "CPU defaults") end well
-# inside the hour: pre-training on Tiny-ImageNet 33.7 min. A fine-tune keeps its checkpoint's model and its own
-# 10 epochs (a vit_cifar_mini checkpoint on CIFAR-10: 17.4 min).
+# 55 minutes); the code has become 1.3-1.8x faster since, so the runs now end well inside the hour (README, "CPU
+# defaults", has their measured times). A fine-tune keeps its checkpoint's model and its own 10 epochs.
 _CPU_MINI = dict(model="vit_cifar_mini", rand_ops=0)
 _CIFAR_CPU = dict(_CPU_MINI, epochs=12, warmup_steps=400)  # CIFAR-10's previous default (REPRODUCTION.md)
 # CIFAR-10's is issue 19's hour recipe (REPRODUCTION.md, "The CPU recipe", with its measured runs): 56 epochs, the
