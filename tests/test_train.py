@@ -141,9 +141,9 @@ def test_overfits_a_tiny_set_to_full_training_accuracy():
 def test_cifar10_defaults_follow_the_device():
     cpu = R.resolve(R.TrainConfig(dataset="cifar10", device="cpu"))
     gpu = R.resolve(R.TrainConfig(dataset="cifar10", device="gpu"))
-    # the hour recipe: 56 epochs, the first 44 at 16x16, with mixup
-    assert (cpu.model, cpu.epochs, cpu.rand_ops, cpu.warmup_steps, cpu.mixup) == ("vit_cifar_mini", 56, 0, 400, 0.2)
-    assert (cpu.low_res_epochs, cpu.low_res_size) == (44, 16)
+    # the hour recipe: 68 epochs, the first 54 at 16x16, with mixup
+    assert (cpu.model, cpu.epochs, cpu.rand_ops, cpu.warmup_steps, cpu.mixup) == ("vit_cifar_mini", 68, 0, 400, 0.2)
+    assert (cpu.low_res_epochs, cpu.low_res_size) == (54, 16)
     assert (gpu.mixup, R.resolve(R.TrainConfig(dataset="cifar100", device="cpu")).mixup) == (0.0, 0.0)
     assert (gpu.model, gpu.epochs, gpu.warmup_steps, gpu.low_res_epochs, gpu.low_res_size) == (
         "vit_cifar_tiny", 100, None, 0, None)
@@ -155,13 +155,13 @@ def test_cifar10_defaults_follow_the_device():
     assert (short.epochs, short.low_res_epochs, short.low_res_size) == (3, 2, 16)
     same = dict(dataset="cifar10", device="cpu")
     assert R.resolve(R.TrainConfig(**same, epochs=1)).low_res_epochs == 0
-    assert R.resolve(R.TrainConfig(**same, model="vit_cifar_mini")).low_res_epochs == 44
+    assert R.resolve(R.TrainConfig(**same, model="vit_cifar_mini")).low_res_epochs == 54
     for changed in (dict(max_steps=50), dict(image_size=48), dict(model_overrides={"patch_size": 8}),
                     dict(low_res_epochs=0)):
         cfg = R.resolve(R.TrainConfig(**same, **changed))
         assert (cfg.low_res_epochs, cfg.low_res_size) == (0, None), changed
     assert (R.resolve(R.TrainConfig(**same, low_res_size=8)).low_res_epochs,
-            R.resolve(R.TrainConfig(**same, low_res_size=8)).low_res_size) == (44, 8)
+            R.resolve(R.TrainConfig(**same, low_res_size=8)).low_res_size) == (54, 8)
     with pytest.raises(R.TrainError, match="needs --low-res-size"):  # a stage of one's own says its size
         R.resolve(R.TrainConfig(**same, low_res_epochs=5))
     # a config.json written before --low-res-epochs existed is a run without the stage, not the recipe's
